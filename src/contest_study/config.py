@@ -33,9 +33,6 @@ class Profile:
     max_epochs: int
     batch_size: int = 64
     early_stopping_patience: int = 5
-    # Size of the embedded dataset generated when no --data-dir is given.
-    generated_labelled: int = 15_000
-    generated_test: int = 5_000
     extra: dict = field(default_factory=dict)
 
 
@@ -47,8 +44,6 @@ PROFILES: dict[str, Profile] = {
         max_epochs=1,
         batch_size=32,
         early_stopping_patience=1,
-        generated_labelled=300,
-        generated_test=60,
     ),
     "default": Profile(name="default", max_train_images=None, max_eval_images=None, max_epochs=15),
     "full": Profile(name="full", max_train_images=None, max_eval_images=None, max_epochs=100),
