@@ -1,0 +1,92 @@
+"""Build the submission: sync the notebooks with their .py twins, run them, zip the code.
+
+    python scripts/export_submission.py [--profile smoke|default|full] [--data-dir DIR]
+        [--name FAMILY_FIRST] [--out DIR] [--notebooks 01 03_name ...] [--force-retrain]
+        [--skip-execution]
+
+Relative paths are taken from the repository root. The work itself is done by
+:mod:`contest_study.export`; this is its command-line front end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from contest_study.config import PROFILE_NAMES, SUBMISSION_NAME, default_workdir
+from contest_study.export import (
+    SUBMISSION_NAME_RULE,
+    ExportError,
+    ProjectLayout,
+    export_submission,
+    validate_submission_name,
+)
+
+
+def _submission_name(text: str) -> str:
+    try:
+        return validate_submission_name(text)
+    except ExportError:
+        # argparse itself prefixes the message with "argument --name:".
+        raise argparse.ArgumentTypeError(f"{text!r}: {SUBMISSION_NAME_RULE}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Sync, execute and zip the study notebooks into the submission archive.",
+        epilog="Relative paths are resolved against the repository root.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="contest data folder (default: the embedded dataset data/embedded, generated when missing)",
+    )
+    parser.add_argument("--profile", choices=PROFILE_NAMES, default="default", help="how much work the study does")
+    parser.add_argument(
+        "--name",
+        type=_submission_name,
+        default=SUBMISSION_NAME,
+        help=f"FAMILY_FIRST name of the zip and of its code folder (default {SUBMISSION_NAME})",
+    )
+    parser.add_argument("--out", type=Path, default=Path("dist"), help="folder receiving NAME.zip (default dist/)")
+    parser.add_argument(
+        "--notebooks",
+        nargs="+",
+        metavar="NOTEBOOK",
+        help="run only these notebooks, by number (3, 03) or name (03_cnn); for development",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="seed passed to the notebooks (STUDY_SEED)")
+    parser.add_argument(
+        "--force-retrain",
+        action="store_true",
+        help="retrain instead of reusing finished runs of the results registry (STUDY_FORCE_RETRAIN=1)",
+    )
+    parser.add_argument("--skip-execution", action="store_true", help="only sync the notebooks and build the zip")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root = default_workdir()
+    try:
+        export_submission(
+            ProjectLayout(root),
+            name=args.name,
+            out_dir=root / args.out.expanduser(),
+            profile=args.profile,
+            data_dir=args.data_dir,
+            seed=args.seed,
+            notebooks=args.notebooks,
+            force_retrain=args.force_retrain,
+            skip_execution=args.skip_execution,
+        )
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
