@@ -1,0 +1,608 @@
+"""The results registry: every run of the study is stored once and reused.
+
+Layout under the registry root (``StudyContext.runs_dir``)::
+
+    <key>/record.json           finished entry: the run's record (see below)
+    <key>/predictions.npz       val/holdout ids, y_true, y_score (see save_predictions)
+    <key>/best.weights.h5       best weights (neural networks only), history.csv, tensorboard/ ...
+    .incomplete/<key>/          working directory of a run not finished yet
+    .locks/<key>.lock           who is training <key> right now (pid, host, process start time)
+    .replaced/                  an old entry while a forced retrain swaps in the new one
+
+A key is the model name plus a hash of the hyperparameters, the data fingerprint and
+the seed (:meth:`Registry.make_key`). :meth:`Registry.fetch_or_run` returns the
+finished entry of a key, or calls ``run_fn(workdir)`` in ``.incomplete/<key>``, adds
+the identifying fields to the payload it returns, writes ``record.json`` there
+atomically and renames the directory to ``<key>``. An interrupted run therefore never
+leaves a finished-looking entry, and its working directory survives so that the next
+call resumes there (Keras ``BackupAndRestore``).
+
+Retraining: ``force=True``, or the environment variable ``STUDY_FORCE_RETRAIN=1`` for
+every call of the process (``0`` or unset: reuse). A forced run starts from an empty
+working directory and replaces the finished entry only once it has finished itself.
+Records are strict JSON: undefined numbers (NaN, e.g. the AP of a label without
+positives) are stored as ``null``.
+
+Several processes may share one registry (a distributed hyperparameter search): all
+moves are ``os.rename``/``os.replace`` and a per-key lock file (created with
+``O_CREAT | O_EXCL``) makes sure two processes never train the same key at once. A
+lock whose process is dead (same host) is taken over; a process that finds a live
+lock waits, then reuses the entry the other process finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+FORCE_ENV = "STUDY_FORCE_RETRAIN"
+RECORD_FILE = "record.json"
+PREDICTIONS_FILE = "predictions.npz"
+WEIGHTS_FILE = "best.weights.h5"
+INCOMPLETE_DIR = ".incomplete"
+LOCKS_DIR = ".locks"
+REPLACED_DIR = ".replaced"
+KEY_HASH_LENGTH = 12
+# An empty or garbled lock file older than this is the trace of a process that died
+# between creating the file and writing its owner into it.
+UNREADABLE_LOCK_GRACE_S = 60.0
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# The registry fields of a record; a payload may repeat them only with the same values.
+_IDENTITY_FIELDS = ("key", "model", "family", "hyperparams", "data_fingerprint", "seed")
+
+logger = logging.getLogger(__name__)
+
+
+class RegistryError(RuntimeError):
+    """A registry entry cannot be read (the message names the file)."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live process kept a key's lock longer than the registry was told to wait."""
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def _jsonable(value, where: str):
+    """``value`` as plain JSON types; non-finite floats become None (strict JSON)."""
+    if isinstance(value, dict):
+        converted = {}
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise TypeError(f"{where}: key {name!r} is not a string")
+            converted[name] = _jsonable(item, f"{where}.{name}")
+        return converted
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist(), where)
+    if value is None or isinstance(value, (str, bool, np.bool_)):
+        return value if not isinstance(value, np.bool_) else bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    raise TypeError(f"{where}: {type(value).__name__} value {value!r} cannot be stored as JSON")
+
+
+def _canonical_json(value, where: str) -> str:
+    """One text per value: sorted keys, no spaces (dict order and tuples vs lists do not matter)."""
+    return json.dumps(_jsonable(value, where), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _write_atomic(path: Path, content: bytes) -> None:
+    """Write ``path`` so that readers see the old file or the whole new one, never a part."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def save_predictions(directory: Path, **arrays) -> Path:
+    """Write ``predictions.npz`` into a run's directory, atomically.
+
+    Name the arrays ``<split>_ids``, ``<split>_true`` and ``<split>_score`` (splits
+    ``val``, ``holdout`` and, when predicted, ``test``); :meth:`RunRecord.predictions`
+    gives them back under the same names.
+    """
+    path = Path(directory) / PREDICTIONS_FILE
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            np.savez_compressed(handle, **{name: np.asarray(array) for name, array in arrays.items()})
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+# ----------------------------------------------------------------------------- locks
+
+
+def _process_start_time(pid: int) -> str | None:
+    """Start time of a process (Linux /proc), telling a reused pid from the original; None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime), counted after the command name, which may contain spaces.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _current_owner() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start_time(os.getpid())}
+
+
+# Locks this process holds, path -> thread ident (threads of one process share the pid).
+_HELD_LOCKS: dict[Path, int] = {}
+_HELD_LOCKS_GUARD = threading.Lock()
+
+
+class _KeyLock:
+    """Exclusive right to train one key, held through a lock file that names its owner."""
+
+    def __init__(self, path: Path, key: str, timeout_s: float | None, poll_s: float):
+        self.path = path
+        self.key = key
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+
+    def __enter__(self) -> "_KeyLock":
+        with _HELD_LOCKS_GUARD:
+            if _HELD_LOCKS.get(self.path) == threading.get_ident():
+                raise RuntimeError(f"run {self.key} is already being trained by this thread (recursive fetch_or_run?)")
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        announced = False
+        while True:
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                content, owner = self._read()
+                if content is not None and self._is_stale(owner):
+                    self._take_over(content)
+                    continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise RunLockedError(
+                        f"run {self.key} is being trained by {self._describe(owner)} (lock file {self.path}); "
+                        f"gave up after {self.timeout_s:g} s. Delete the lock file only if that process is gone."
+                    ) from None
+                if not announced:
+                    logger.warning(
+                        "waiting for %s to finish run %s (lock file %s)", self._describe(owner), self.key, self.path
+                    )
+                    announced = True
+                time.sleep(self.poll_s)
+                continue
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(_current_owner(), handle)
+            with _HELD_LOCKS_GUARD:
+                _HELD_LOCKS[self.path] = threading.get_ident()
+            return self
+
+    def __exit__(self, *exc_info) -> None:
+        with _HELD_LOCKS_GUARD:
+            _HELD_LOCKS.pop(self.path, None)
+        self.path.unlink(missing_ok=True)
+
+    def _read(self) -> tuple[bytes | None, dict | None]:
+        """Raw content (None if the file vanished) and the owner it names (None if unreadable)."""
+        try:
+            content = self.path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        try:
+            owner = json.loads(content)
+        except ValueError:
+            return content, None
+        return content, owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+
+    def _is_stale(self, owner: dict | None) -> bool:
+        if owner is None:
+            # Still being written by its creator, unless it has stayed unreadable for long.
+            try:
+                return time.time() - self.path.stat().st_mtime > UNREADABLE_LOCK_GRACE_S
+            except FileNotFoundError:
+                return False
+        if owner.get("host") != socket.gethostname() or os.name == "nt":
+            # A process on another machine cannot be checked from here, and on Windows
+            # os.kill(pid, 0) would terminate the process instead of probing it.
+            return False
+        pid = owner["pid"]
+        if pid == os.getpid() and owner.get("start") == _process_start_time(pid):
+            with _HELD_LOCKS_GUARD:
+                return self.path not in _HELD_LOCKS  # ours but not held: a release that failed
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, owned by another user
+        start = _process_start_time(pid)
+        # A different start time means the pid was reused after the owner died (e.g. a restarted container).
+        return owner.get("start") is not None and start is not None and start != owner["start"]
+
+    def _take_over(self, stale_content: bytes) -> None:
+        """Remove the stale lock, unless another process already replaced it.
+
+        A second lock file guards the check-and-delete, so that two processes finding
+        the same stale lock cannot delete the fresh lock one of them just created.
+        """
+        guard = self.path.with_name(self.path.name + ".takeover")
+        try:
+            os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            try:
+                if time.time() - guard.stat().st_mtime > UNREADABLE_LOCK_GRACE_S:
+                    guard.unlink(missing_ok=True)  # its process died during the take-over
+            except FileNotFoundError:
+                pass
+            time.sleep(min(self.poll_s, 0.05))
+            return
+        try:
+            if self.path.read_bytes() == stale_content:
+                self.path.unlink()
+                logger.warning("took over the stale lock %s", self.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            guard.unlink(missing_ok=True)
+
+    @staticmethod
+    def _describe(owner: dict | None) -> str:
+        if owner is None:
+            return "another process"
+        return f"process {owner['pid']} on {owner.get('host', '?')}"
+
+
+def _force_from_environment() -> bool:
+    value = os.environ.get(FORCE_ENV, "").strip()
+    if value in ("", "0"):
+        return False
+    if value == "1":
+        return True
+    raise ValueError(f"{FORCE_ENV} must be 0 or 1, got {value!r}")
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not key or key.startswith(".") or "/" in key or os.sep in key:
+        raise ValueError(f"not a registry key: {key!r}")
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished registry entry: ``data`` is its record.json, ``path`` its directory."""
+
+    key: str
+    path: Path
+    data: dict
+
+    @classmethod
+    def load(cls, path: Path) -> "RunRecord":
+        record_file = Path(path) / RECORD_FILE
+        if not record_file.is_file():
+            raise RegistryError(f"registry entry {path} has no {RECORD_FILE}")
+        try:
+            data = json.loads(record_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise RegistryError(f"cannot read registry record {record_file}: {error}") from error
+        if not isinstance(data, dict):
+            raise RegistryError(f"registry record {record_file} is not a JSON object")
+        if data.get("key") != Path(path).name:
+            raise RegistryError(
+                f"registry record {record_file} has key {data.get('key')!r}, not its directory name {Path(path).name!r}"
+            )
+        return cls(key=data["key"], path=Path(path), data=data)
+
+    @property
+    def record_file(self) -> Path:
+        return self.path / RECORD_FILE
+
+    def _required(self, name: str):
+        try:
+            return self.data[name]
+        except KeyError:
+            raise RegistryError(f"registry record {self.record_file} has no {name!r}") from None
+
+    @property
+    def model(self) -> str:
+        return self._required("model")
+
+    @property
+    def family(self) -> str:
+        return self._required("family")
+
+    @property
+    def description(self) -> str:
+        return self.data.get("description", "")
+
+    @property
+    def hyperparams(self) -> dict:
+        return self._required("hyperparams")
+
+    @property
+    def seed(self) -> int:
+        return self._required("seed")
+
+    @property
+    def label_names(self) -> list[str]:
+        return self._required("label_names")
+
+    @property
+    def metrics(self) -> dict:
+        """``{"val"|"holdout": {"all"|"non_black": metrics.evaluate(...)}}``."""
+        return self._required("metrics")
+
+    @property
+    def oracle(self) -> dict | None:
+        return self.data.get("oracle")
+
+    @property
+    def thresholds(self) -> dict:
+        """Decision threshold per label name, tuned on the validation set."""
+        return self._required("thresholds")
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Training curves, one row per epoch (index ``epoch`` from 1); empty for classical models."""
+        curves = self.data.get("history") or {}
+        frame = pd.DataFrame({name: pd.Series(values, dtype=float) for name, values in curves.items()})
+        frame.index = pd.RangeIndex(1, len(frame) + 1, name="epoch")
+        return frame
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        """The arrays of predictions.npz (see :func:`save_predictions`)."""
+        path = self.path / PREDICTIONS_FILE
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"run {self.key} has no predictions file {path}") from None
+        except (OSError, ValueError) as error:
+            raise RegistryError(f"cannot read predictions file {path}: {error}") from error
+
+    @property
+    def weights_path(self) -> Path | None:
+        path = self.path / WEIGHTS_FILE
+        return path if path.is_file() else None
+
+
+def _metric(record: RunRecord, *path: str):
+    """A nested metric of a record; a missing part is an error naming the record file."""
+    value = record.metrics
+    for part in path:
+        if not isinstance(value, dict) or part not in value:
+            raise RegistryError(f"registry record {record.record_file} has no metrics entry {'/'.join(path)}")
+        value = value[part]
+    return value
+
+
+def _val_map(record: RunRecord) -> float:
+    value = _metric(record, "val", "all", "map")
+    return -math.inf if value is None else value
+
+
+def best_per_family(records: Iterable[RunRecord]) -> list[RunRecord]:
+    """The run with the highest validation mAP of each family, best family first."""
+    best: dict[str, RunRecord] = {}
+    for record in records:
+        current = best.get(record.family)
+        if current is None or _val_map(record) > _val_map(current):
+            best[record.family] = record
+    return sorted(best.values(), key=_val_map, reverse=True)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+class Registry:
+    """The single store of results that every notebook reads (see the module docstring).
+
+    ``lock_timeout_s``: how long to wait for another live process training the same
+    key before raising :class:`RunLockedError` (None: wait as long as it takes).
+    """
+
+    def __init__(self, root: Path, *, lock_timeout_s: float | None = None, lock_poll_s: float = 1.0):
+        self.root = Path(root).expanduser().absolute()
+        self.lock_timeout_s = lock_timeout_s
+        self.lock_poll_s = lock_poll_s
+
+    @staticmethod
+    def make_key(model: str, hyperparams: dict, data_fingerprint: str, seed: int) -> str:
+        """``<model>-<12 hex digits>``: SHA-256 of the canonical JSON of what defines the run.
+
+        The same inputs give the same key in every process, whatever the order of the
+        hyperparameter dict; note that 1 and 1.0 are different hyperparameter values.
+        """
+        if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model):
+            raise ValueError(f"model name {model!r} must be letters, digits, '_', '.' or '-'")
+        if not isinstance(hyperparams, dict):
+            raise TypeError(f"hyperparams must be a dict, got {type(hyperparams).__name__}")
+        if not isinstance(data_fingerprint, str) or not data_fingerprint:
+            raise ValueError(f"data_fingerprint must be a non-empty string, got {data_fingerprint!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
+        identity = {"model": model, "hyperparams": hyperparams, "data_fingerprint": data_fingerprint, "seed": int(seed)}
+        digest = hashlib.sha256(_canonical_json(identity, "run identity").encode("utf-8")).hexdigest()
+        return f"{model}-{digest[:KEY_HASH_LENGTH]}"
+
+    def get(self, key: str) -> RunRecord | None:
+        """The finished entry of ``key``, or None."""
+        _check_key(key)
+        path = self.root / key
+        return RunRecord.load(path) if path.exists() else None
+
+    def records(self, family: str | None = None) -> list[RunRecord]:
+        """Every finished entry (of one family), in key order."""
+        if not self.root.is_dir():
+            return []
+        entries = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        records = [RunRecord.load(path) for path in entries]
+        return [r for r in records if family is None or r.family == family]
+
+    def fetch_or_run(
+        self,
+        *,
+        model: str,
+        family: str,
+        hyperparams: dict,
+        data_fingerprint: str,
+        seed: int,
+        run_fn: Callable[[Path], dict],
+        force: bool = False,
+    ) -> RunRecord:
+        """The finished entry of this run, training it first with ``run_fn`` when needed.
+
+        ``run_fn(workdir)`` trains in ``workdir`` (kept across interruptions), may write
+        files there and returns the record payload (a JSON-able dict).
+        """
+        key = self.make_key(model, hyperparams, data_fingerprint, seed)
+        force = force or _force_from_environment()
+        seen_before = self._entry_stamp(key)
+        if seen_before is not None and not force:
+            return self.get(key)
+
+        (self.root / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
+        with _KeyLock(self.root / LOCKS_DIR / f"{key}.lock", key, self.lock_timeout_s, self.lock_poll_s):
+            seen_now = self._entry_stamp(key)
+            # Another process may have finished this key while we waited for its lock:
+            # that entry is newer than this call, so even a forced call takes it.
+            if seen_now is not None and (not force or seen_now != seen_before):
+                return self.get(key)
+            workdir = self.root / INCOMPLETE_DIR / key
+            if force and workdir.exists():
+                shutil.rmtree(workdir)  # a forced run starts from scratch, not from an interrupted attempt
+            workdir.mkdir(parents=True, exist_ok=True)
+            payload = run_fn(workdir)
+            record = self._complete(payload, key, model, family, hyperparams, data_fingerprint, seed)
+            text = json.dumps(_jsonable(record, "record"), indent=2, allow_nan=False)
+            _write_atomic(workdir / RECORD_FILE, text.encode("utf-8"))
+            self._install(workdir, key)
+        return self.get(key)
+
+    def table(self, records: Iterable[RunRecord] | None = None) -> pd.DataFrame:
+        """One row per run (all finished runs by default), best validation mAP first.
+
+        Columns: model, family, description, ``val AP <label>`` per label, val mAP,
+        val mAP (non-black), holdout mAP, holdout mAP (non-black), val F1 macro (tuned),
+        holdout F1 macro (tuned), val accuracy (binary accuracy at 0.5), oracle val mAP
+        (only when a run has an oracle), params, epochs, wall time (s), key. Undefined
+        values are NaN.
+        """
+        records = self.records() if records is None else list(records)
+        rows, ap_columns = [], []
+        has_oracle = any(record.oracle for record in records)
+        for record in records:
+            row = {"model": record.model, "family": record.family, "description": record.description}
+            for label, ap in _metric(record, "val", "all", "ap").items():
+                column = f"val AP {label}"
+                row[column] = ap
+                if column not in ap_columns:
+                    ap_columns.append(column)
+            row.update(
+                {
+                    "val mAP": _metric(record, "val", "all", "map"),
+                    "val mAP (non-black)": _metric(record, "val", "non_black", "map"),
+                    "holdout mAP": _metric(record, "holdout", "all", "map"),
+                    "holdout mAP (non-black)": _metric(record, "holdout", "non_black", "map"),
+                    "val F1 macro (tuned)": _metric(record, "val", "all", "f1_macro_tuned"),
+                    "holdout F1 macro (tuned)": _metric(record, "holdout", "all", "f1_macro_tuned"),
+                    "val accuracy": _metric(record, "val", "all", "accuracy_at_0.5"),
+                }
+            )
+            if has_oracle:
+                row["oracle val mAP"] = (record.oracle or {}).get("val", {}).get("all", {}).get("map")
+            row.update(
+                {
+                    "params": record.data.get("params"),
+                    "epochs": record.data.get("epochs_run"),
+                    "wall time (s)": record.data.get("wall_time_s"),
+                    "key": record.key,
+                }
+            )
+            rows.append(row)
+        numeric = [
+            *ap_columns,
+            "val mAP",
+            "val mAP (non-black)",
+            "holdout mAP",
+            "holdout mAP (non-black)",
+            "val F1 macro (tuned)",
+            "holdout F1 macro (tuned)",
+            "val accuracy",
+            *(["oracle val mAP"] if has_oracle else []),
+            "params",
+            "epochs",
+            "wall time (s)",
+        ]
+        frame = pd.DataFrame(rows, columns=["model", "family", "description", *numeric, "key"])
+        frame[numeric] = frame[numeric].astype(float)  # null (undefined) values become NaN
+        return frame.sort_values("val mAP", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+
+    # ------------------------------------------------------------------------- internals
+
+    def _entry_stamp(self, key: str) -> tuple[int, int] | None:
+        """Identity of the finished entry's record file (None when there is no entry)."""
+        try:
+            status = (self.root / key / RECORD_FILE).stat()
+        except FileNotFoundError:
+            return None if not (self.root / key).exists() else (0, 0)
+        return status.st_ino, status.st_mtime_ns
+
+    @staticmethod
+    def _complete(payload, key, model, family, hyperparams, data_fingerprint, seed) -> dict:
+        """The payload plus the registry's identifying fields and the creation time."""
+        if not isinstance(payload, dict):
+            raise TypeError(f"run_fn of {key} must return a dict (the record payload), got {type(payload).__name__}")
+        identity = {
+            "key": key,
+            "model": model,
+            "family": family,
+            "hyperparams": hyperparams,
+            "data_fingerprint": data_fingerprint,
+            "seed": int(seed),
+        }
+        for name in _IDENTITY_FIELDS:
+            if name in payload and _canonical_json(payload[name], name) != _canonical_json(identity[name], name):
+                raise ValueError(
+                    f"run_fn of {key} returned {name}={payload[name]!r}, but the run was registered with "
+                    f"{identity[name]!r}"
+                )
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return {**payload, **identity, "created": created}
+
+    def _install(self, workdir: Path, key: str) -> None:
+        """Rename the finished working directory into place, replacing an older entry."""
+        final = self.root / key
+        if not final.exists():
+            os.rename(workdir, final)
+            return
+        aside = self.root / REPLACED_DIR / f"{key}.{os.getpid()}.{time.time_ns()}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(final, aside)
+        os.rename(workdir, final)
+        shutil.rmtree(aside, ignore_errors=True)
