@@ -1,0 +1,512 @@
+"""The contest-folder loader: what a notebook gets, what a bad folder is told, and the cache."""
+
+from __future__ import annotations
+
+import csv
+import os
+import stat
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import contest_study.data as data_module
+from contest_study.data import (
+    DataError,
+    Split,
+    black_mask,
+    drop_black_images,
+    load_contest,
+    subsample,
+)
+
+
+def read_rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def write_rows(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file under ``folder`` with its size, mtime and bytes."""
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns, path.read_bytes())
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def all_splits(data):
+    return {"train": data.train, "val": data.val, "holdout": data.holdout, "test": data.test}
+
+
+def assert_same_data(first, second) -> None:
+    assert first.fingerprint == second.fingerprint
+    for name, split in all_splits(first).items():
+        other = all_splits(second)[name]
+        if split is None:
+            assert other is None
+            continue
+        np.testing.assert_array_equal(split.ids, other.ids)
+        np.testing.assert_array_equal(split.images, other.images)
+        if split.labels is None:
+            assert other.labels is None
+        else:
+            np.testing.assert_array_equal(split.labels, other.labels)
+
+
+# --------------------------------------------------------------------------- what a notebook gets
+
+
+def test_loads_contest_layout(make_contest_folder):
+    folder = make_contest_folder(n_train=30, n_val=10, n_test=8, label_names=("cat", "dog", "bird"))
+    data = load_contest(folder)
+
+    assert data.label_names == ["cat", "dog", "bird"]
+    assert data.channels == 1
+    assert len(data.val) == 10 and len(data.test) == 8
+    assert len(data.train) + len(data.holdout) == 30
+    for split in (data.train, data.val, data.holdout, data.test):
+        assert split.images.dtype == np.float32
+        assert split.images.shape == (len(split), 64, 64, 1)
+        assert 0.0 <= split.images.min() and split.images.max() <= 1.0
+    assert data.train.labels.dtype == np.int8 and set(np.unique(data.train.labels)) <= {0, 1}
+    assert data.test.labels is None and data.test.name == "test"
+    assert set(data.val.ids) == {row[0] for row in read_rows(folder / "val.csv")[1:]}
+
+    # Pixels and labels are exactly those of the files, row for row.
+    rows = {row[0]: row[1:] for row in read_rows(folder / "train.csv")[1:]}
+    first_id = data.train.ids[0]
+    expected = np.asarray(Image.open(folder / "train_images" / first_id))[..., 0] / 255
+    np.testing.assert_allclose(data.train.images[0, ..., 0], expected, atol=1e-6)
+    assert data.train.labels[0].tolist() == [int(v) for v in rows[first_id]]
+    assert any("1 channel" in note for note in data.notes)
+
+
+def test_channels_kept_when_asked_or_when_they_differ(make_contest_folder):
+    data = load_contest(make_contest_folder(n_test=0), keep_channels=True)
+    assert data.channels == 3
+    np.testing.assert_array_equal(data.train.images[..., 0], data.train.images[..., 2])
+
+    data = load_contest(make_contest_folder("colour", n_test=0, colour_ids=(3,)))
+    assert data.channels == 3
+    assert any("different channels" in note and "000003.png" in note for note in data.notes)
+
+
+@pytest.mark.parametrize("layout", ["split", "images", "root"])
+def test_images_found_in_each_layout_with_or_without_extension(make_contest_folder, layout):
+    folder = make_contest_folder(image_layout=layout, with_extension=False)
+    data = load_contest(folder)
+    assert data.val.ids[0] == "000031"  # ids kept exactly as in the CSV
+    assert len(data.train) + len(data.holdout) == 30
+
+
+def test_image_dir_option(make_contest_folder, tmp_path):
+    folder = make_contest_folder(image_layout="images")
+    (folder / "images").rename(folder / "pixels")
+    with pytest.raises(DataError, match="not found"):
+        load_contest(folder)
+    assert len(load_contest(folder, image_dir="pixels").val) == 10
+    assert len(load_contest(folder, image_dir=folder / "pixels").val) == 10
+
+
+def test_id_and_label_column_options(make_contest_folder):
+    folder = make_contest_folder(id_column="file", label_names=("a", "b", "c"), n_test=0)
+    rows = read_rows(folder / "train.csv")
+    # An extra column in front: the id is no longer first, so it has to be named.
+    write_rows(folder / "train.csv", [["note"] + rows[0]] + [["x"] + row for row in rows[1:]])
+    data = load_contest(folder, id_column="file", label_columns=["c", "a"])
+    assert data.label_names == ["c", "a"]
+    assert data.train.labels.shape[1] == 2
+
+
+def test_test_csv_with_label_columns_is_fine(make_contest_folder):
+    data = load_contest(make_contest_folder(test_labels=True))
+    assert data.test.labels is None and len(data.test) == 8
+
+
+def test_no_test_csv_gives_no_test_split(make_contest_folder):
+    data = load_contest(make_contest_folder(n_test=0))
+    assert data.test is None
+    assert any("test.csv absent" in note for note in data.notes)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def combination_shares(labels: np.ndarray) -> dict[str, float]:
+    keys, counts = np.unique(["".join(map(str, row)) for row in labels], return_counts=True)
+    return dict(zip(keys, counts / counts.sum()))
+
+
+def test_val_absent_gives_stratified_seeded_split(make_contest_folder):
+    folder = make_contest_folder(n_train=240, n_val=0, n_test=0, black_fraction=0)
+    data = load_contest(folder, holdout_fraction=0)
+    assert len(data.val) == 48 and len(data.train) == 192
+    assert not set(data.val.ids) & set(data.train.ids)
+    everything = combination_shares(np.concatenate([data.train.labels, data.val.labels]))
+    in_val = combination_shares(data.val.labels)
+    for combination, share in everything.items():
+        assert abs(in_val.get(combination, 0) - share) < 0.03, combination
+    assert any("val.csv absent" in note and "20%" in note for note in data.notes)
+
+    again = load_contest(folder, holdout_fraction=0)
+    np.testing.assert_array_equal(again.val.ids, data.val.ids)
+    other_seed = load_contest(folder, holdout_fraction=0, seed=1)
+    assert set(other_seed.val.ids) != set(data.val.ids)
+
+
+def test_holdout_carved_after_val_and_disjoint(make_contest_folder):
+    folder = make_contest_folder(n_train=100, n_val=0, n_test=5)
+    data = load_contest(folder)
+    assert len(data.val) == 20
+    assert len(data.holdout) == round(0.12 * 80)
+    assert len(data.train) == 80 - len(data.holdout)
+    ids = [set(split.ids) for split in (data.train, data.val, data.holdout, data.test)]
+    assert sum(map(len, ids)) == len(set().union(*ids)) == 105
+    assert data.holdout.labels.shape == (len(data.holdout), 3)
+    assert any(note.startswith("holdout: seeded") for note in data.notes)
+
+    bigger = load_contest(folder, holdout_fraction=0.25)
+    assert len(bigger.holdout) == 20
+    assert len(load_contest(folder, holdout_fraction=0).holdout) == 0
+
+
+def test_holdout_csv_used_when_present(make_contest_folder):
+    folder = make_contest_folder(n_train=30, n_val=10, n_holdout=6)
+    data = load_contest(folder, holdout_fraction=0.5)
+    assert sorted(data.holdout.ids) == sorted(row[0] for row in read_rows(folder / "holdout.csv")[1:])
+    assert len(data.train) == 30
+    assert any("holdout.csv" in note for note in data.notes)
+
+
+def test_rare_label_combinations_are_merged(make_contest_folder):
+    folder = make_contest_folder(n_train=60, n_test=0, black_fraction=0)
+    rows = read_rows(folder / "train.csv")
+    for row in rows[1:]:
+        row[1:] = ["0", "0", "0"]
+    rows[1][1:] = ["1", "1", "1"]  # a combination with a single image cannot be stratified
+    write_rows(folder / "train.csv", rows)
+    data = load_contest(folder)
+    assert len(data.holdout) == round(0.12 * 60)
+    assert any("merged" in note and "111 (1)" in note for note in data.notes)
+
+
+def test_overlapping_csvs_are_refused(make_contest_folder):
+    folder = make_contest_folder()
+    rows = read_rows(folder / "val.csv")
+    rows.append(read_rows(folder / "train.csv")[1])  # 000001.png is also in train.csv
+    write_rows(folder / "val.csv", rows)
+    with pytest.raises(DataError, match=r"'000001.png' \(train.csv line 2, val.csv line 12\)"):
+        load_contest(folder, image_dir=None)
+
+
+def test_test_ids_may_repeat_labelled_ids_when_the_files_differ(make_contest_folder):
+    folder = make_contest_folder()
+    rows = read_rows(folder / "test.csv")
+    (folder / "test_images" / rows[1][0]).rename(folder / "test_images" / "000001.png")
+    rows[1][0] = "000001.png"  # also an id of train.csv, but test_images/000001.png is another file
+    write_rows(folder / "test.csv", rows)
+    data = load_contest(folder)
+    assert "000001.png" in data.test.ids
+
+
+def test_one_file_behind_two_rows_is_refused(make_contest_folder):
+    folder = make_contest_folder()
+    write_rows(folder / "holdout.csv", [["image_id", "label_1", "label_2", "label_3"], ["000002", "0", "1", "0"]])
+    # holdout.csv falls back to train_images/, where 000002.png is train.csv's image.
+    with pytest.raises(DataError, match=r"image file\(s\) appear .*'train_images/000002.png' \(train.csv line 3, holdout.csv line 2\)"):
+        load_contest(folder)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA"])
+def test_other_image_modes_load_as_grayscale(make_contest_folder, mode):
+    folder = make_contest_folder(black_fraction=0)
+    image = folder / "val_images" / "000031.png"
+    gray = np.asarray(Image.open(image))[..., 0]
+    Image.fromarray(gray, "L").convert(mode).save(image)
+    data = load_contest(folder)
+    assert data.channels == 1
+    np.testing.assert_allclose(data.val.images[0, ..., 0], gray / 255, atol=1e-6)
+
+
+def test_sixteen_bit_images_are_refused_by_name(make_contest_folder):
+    folder = make_contest_folder()
+    image = folder / "val_images" / "000031.png"
+    Image.fromarray(np.full((64, 64), 40000, np.uint16)).save(image)
+    with pytest.raises(DataError, match=r"cannot read image .*000031.png \(val.csv line 2\): I;16 images"):
+        load_contest(folder)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="does-not-exist.*does not exist"):
+        load_contest(tmp_path / "does-not-exist")
+
+
+def test_missing_train_csv(make_contest_folder):
+    folder = make_contest_folder()
+    (folder / "train.csv").unlink()
+    with pytest.raises(DataError, match="train.csv not found"):
+        load_contest(folder)
+
+
+def test_csv_without_expected_columns(make_contest_folder):
+    folder = make_contest_folder()
+    rows = [[row[0], row[1], row[3]] for row in read_rows(folder / "val.csv")]
+    write_rows(folder / "val.csv", rows)
+    with pytest.raises(DataError, match=r"val.csv lacks the expected column\(s\) label_2; columns found: image_id, label_1, label_3"):
+        load_contest(folder)
+
+    folder = make_contest_folder("renamed-test")
+    rows = read_rows(folder / "test.csv")
+    write_rows(folder / "test.csv", [["name"]] + rows[1:])
+    with pytest.raises(DataError, match=r"test.csv lacks the expected column\(s\) image_id; columns found: name"):
+        load_contest(folder)
+
+    folder = make_contest_folder("ids-only")
+    write_rows(folder / "train.csv", [[row[0]] for row in read_rows(folder / "train.csv")])
+    with pytest.raises(DataError, match="train.csv has no label columns"):
+        load_contest(folder)
+
+
+def test_column_options_naming_absent_columns(make_contest_folder):
+    folder = make_contest_folder()
+    with pytest.raises(DataError, match=r"option id_column='file' .*columns found: image_id, label_1"):
+        load_contest(folder, id_column="file")
+    with pytest.raises(DataError, match="option label_columns .*missing label_9"):
+        load_contest(folder, label_columns=["label_1", "label_9"])
+
+
+def test_bad_option_values(make_contest_folder):
+    folder = make_contest_folder()
+    with pytest.raises(DataError, match="option holdout_fraction"):
+        load_contest(folder, holdout_fraction=1.5)
+    with pytest.raises(DataError, match="option val_fraction"):
+        load_contest(folder, val_fraction=0)
+    with pytest.raises(DataError, match="option image_dir"):
+        load_contest(folder, image_dir="nowhere")
+
+
+def test_id_listed_twice(make_contest_folder):
+    folder = make_contest_folder()
+    rows = read_rows(folder / "train.csv")
+    rows[5][0] = rows[2][0]
+    write_rows(folder / "train.csv", rows)
+    with pytest.raises(DataError, match=r"train.csv: image id '000002.png' is listed twice \(lines 3 and 6\)"):
+        load_contest(folder)
+
+
+def test_empty_id(make_contest_folder):
+    folder = make_contest_folder()
+    rows = read_rows(folder / "train.csv")
+    rows[4][0] = " "
+    write_rows(folder / "train.csv", rows)
+    with pytest.raises(DataError, match="train.csv line 5: the image id .* is empty"):
+        load_contest(folder)
+
+
+def test_missing_images_are_counted_and_named(make_contest_folder):
+    folder = make_contest_folder()
+    for number in (3, 4, 5, 6, 7, 8, 9):
+        (folder / "train_images" / f"{number:06d}.png").unlink()
+    with pytest.raises(DataError, match=r"7 image\(s\) listed in .*train.csv not found.*'000003.png' \(train.csv line 4\)") as error:
+        load_contest(folder)
+    assert "..." in str(error.value)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_unreadable_image_is_named(make_contest_folder, damage):
+    folder = make_contest_folder(black_fraction=0)
+    image = folder / "val_images" / "000033.png"
+    content = image.read_bytes()
+    image.write_bytes(b"not a png at all" if damage == "garbage" else content[: len(content) // 2])
+    with pytest.raises(DataError, match=r"cannot read image .*000033.png \(val.csv line 4\)"):
+        load_contest(folder)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", "label is empty"), ("2", "label is '2', not 0 or 1"), ("yes", "label is 'yes', not 0 or 1")],
+)
+def test_bad_label_value(make_contest_folder, value, expected):
+    folder = make_contest_folder()
+    rows = read_rows(folder / "val.csv")
+    rows[3][2] = value
+    write_rows(folder / "val.csv", rows)
+    with pytest.raises(DataError, match=f"val.csv line 4, column 'label_2': {expected}"):
+        load_contest(folder)
+
+
+def test_malformed_csvs(make_contest_folder):
+    folder = make_contest_folder()
+    with open(folder / "train.csv", "a") as handle:
+        handle.write("000099.png,1,0\n")
+    with pytest.raises(DataError, match="train.csv, line 32: 3 fields where the header has 4"):
+        load_contest(folder)
+    (folder / "train.csv").write_text("")
+    with pytest.raises(DataError, match="train.csv is empty"):
+        load_contest(folder)
+    (folder / "train.csv").write_text("image_id,label_1\n")
+    with pytest.raises(DataError, match="train.csv has a header but no rows"):
+        load_contest(folder)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def test_second_load_reads_the_cache_without_decoding(make_contest_folder, tmp_path, monkeypatch):
+    folder = make_contest_folder(n_val=0)
+    cache = tmp_path / "cache"
+    first = load_contest(folder, cache_dir=cache)
+    files = sorted(cache.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz"  # no temp file left behind
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path} although the cache is valid")
+
+    monkeypatch.setattr(data_module, "_decode_image", no_decoding)
+    cached = load_contest(folder, cache_dir=cache)
+    assert_same_data(first, cached)
+    assert cached.notes == first.notes
+    assert_same_data(first, load_contest(folder, cache_dir=cache))
+
+
+def test_uncached_and_cached_loads_agree(make_contest_folder, tmp_path):
+    folder = make_contest_folder(n_val=0, n_test=0)
+    assert_same_data(load_contest(folder), load_contest(folder, cache_dir=tmp_path / "cache"))
+    assert_same_data(load_contest(folder), load_contest(folder, cache_dir=tmp_path / "cache"))
+
+
+def test_changes_in_the_folder_invalidate_the_cache(make_contest_folder, tmp_path):
+    folder = make_contest_folder(black_fraction=0)
+    cache = tmp_path / "cache"
+    before = load_contest(folder, cache_dir=cache)
+
+    # New pixels in one PNG (same size on disk is possible, so also a new mtime, as any edit gives).
+    image = folder / "val_images" / "000031.png"
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(image)
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10_000_000))
+    after = load_contest(folder, cache_dir=cache)
+    assert after.fingerprint != before.fingerprint
+    np.testing.assert_allclose(after.val.images[0], 200 / 255)
+
+    # A label changed in a CSV.
+    rows = read_rows(folder / "val.csv")
+    rows[1][1] = "1" if rows[1][1] == "0" else "0"
+    write_rows(folder / "val.csv", rows)
+    relabelled = load_contest(folder, cache_dir=cache)
+    assert relabelled.fingerprint != after.fingerprint
+    assert relabelled.val.labels[0, 0] != after.val.labels[0, 0]
+
+    # Only touching a file is a change too, and stale cache files do not pile up.
+    os.utime(folder / "test_images" / "000041.png")
+    assert load_contest(folder, cache_dir=cache).fingerprint != relabelled.fingerprint
+    assert len(list(cache.iterdir())) == 1
+
+
+def test_fingerprint_depends_on_options(make_contest_folder):
+    folder = make_contest_folder()
+    base = load_contest(folder).fingerprint
+    assert load_contest(folder).fingerprint == base
+    assert load_contest(folder, seed=3).fingerprint != base
+    assert load_contest(folder, keep_channels=True).fingerprint != base
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_damaged_cache_is_ignored_with_a_warning(make_contest_folder, tmp_path, damage):
+    folder = make_contest_folder()
+    cache = tmp_path / "cache"
+    first = load_contest(folder, cache_dir=cache)
+    (cache_file,) = cache.iterdir()
+    content = cache_file.read_bytes()
+    cache_file.write_bytes(b"garbage" if damage == "garbage" else content[: len(content) // 2])
+    with pytest.warns(UserWarning, match="ignoring unreadable cache file"):
+        assert_same_data(first, load_contest(folder, cache_dir=cache))
+
+
+def test_data_folder_is_never_written(make_contest_folder, tmp_path):
+    folder = make_contest_folder(n_val=0)
+    before = snapshot(folder)
+    folders = [folder] + [path for path in folder.rglob("*") if path.is_dir()]
+    for path in [folder] + list(folder.rglob("*")):
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    try:
+        load_contest(folder, cache_dir=tmp_path / "cache")
+        load_contest(folder, cache_dir=tmp_path / "cache")
+    finally:
+        for path in folders:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    assert snapshot(folder) == before
+
+
+# --------------------------------------------------------------------------- other sizes, progress
+
+
+def test_images_of_another_size_are_resized_with_a_warning(make_contest_folder, tmp_path):
+    folder = make_contest_folder(size=32, n_test=0)
+    with pytest.warns(UserWarning, match=r"40 image\(s\) were not 64x64 and were resized \(bilinear\): train_images/000001.png"):
+        data = load_contest(folder, cache_dir=tmp_path / "cache")
+    assert data.train.images.shape[1:] == (64, 64, 1)
+    with pytest.warns(UserWarning, match="40 image"):
+        load_contest(folder, cache_dir=tmp_path / "cache")  # from the cache: still said
+
+
+def test_progress_is_printed_for_big_folders(make_contest_folder, monkeypatch, capsys):
+    monkeypatch.setattr(data_module, "PROGRESS_MIN_IMAGES", 10)
+    monkeypatch.setattr(data_module, "PROGRESS_STEP", 20)
+    load_contest(make_contest_folder())
+    assert "decoded 48/48 images" in capsys.readouterr().err
+
+
+def test_no_warning_for_a_clean_folder(make_contest_folder, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_contest(make_contest_folder(), cache_dir=tmp_path / "cache")
+
+
+# --------------------------------------------------------------------------- helpers on splits
+
+
+def make_split(black_rows: list[int], count: int = 8) -> Split:
+    images = np.full((count, 4, 4, 1), 0.5, np.float32)
+    images[black_rows] = 0
+    ids = np.array([f"{number:03d}" for number in range(count, 0, -1)])  # ids in reverse order
+    return Split(name="train", ids=ids, images=images, labels=np.zeros((count, 3), np.int8))
+
+
+def test_black_mask():
+    split = make_split([1, 4])
+    assert black_mask(split.images).tolist() == [False, True, False, False, True, False, False, False]
+
+
+def test_drop_black_images_keeps_the_smallest_ids():
+    split = make_split([1, 4, 6])
+    kept = drop_black_images(split, keep=1)
+    # Black rows have ids 007, 004, 002: the one kept is 002, and the order is unchanged.
+    assert kept.ids.tolist() == ["008", "006", "005", "003", "002", "001"]
+    assert black_mask(kept.images).sum() == 1
+    assert len(drop_black_images(split, keep=0)) == 5
+    assert len(drop_black_images(split, keep=10)) == 8
+    with pytest.raises(ValueError, match="keep"):
+        drop_black_images(split, keep=-1)
+
+
+def test_subsample_is_seeded_and_keeps_order():
+    split = make_split([], count=50)
+    assert subsample(split, None, seed=0) is split
+    assert subsample(split, 100, seed=0) is split
+    small = subsample(split, 10, seed=0)
+    assert len(small) == 10 and small.labels.shape == (10, 3)
+    assert small.ids.tolist() == subsample(split, 10, seed=0).ids.tolist()
+    assert small.ids.tolist() != subsample(split, 10, seed=1).ids.tolist()
+    positions = [split.ids.tolist().index(i) for i in small.ids]
+    assert positions == sorted(positions)
