@@ -8,6 +8,7 @@ All functions take the arrays produced by :mod:`contest_study.data`
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -131,20 +132,28 @@ def find_near_duplicates(
     return pairs.sort_values(["distance", "id_a", "id_b"], kind="stable").reset_index(drop=True)
 
 
-def _moments(images: np.ndarray) -> dict[str, float]:
-    """Mean, standard deviation, min and max of all pixels, in float64, chunk by chunk."""
-    if len(images) == 0:
-        return {"mean": np.nan, "std": np.nan, "min": np.nan, "max": np.nan}
+def _moments(images: np.ndarray, selected: np.ndarray) -> dict[str, float]:
+    """Count, mean, standard deviation, min and max of the pixels of ``images[selected]``, chunk by chunk."""
+    count = int(selected.sum())
+    if count == 0:
+        return {"n_images": 0, "mean": np.nan, "std": np.nan, "min": np.nan, "max": np.nan}
     total = squares = 0.0
     low, high = np.inf, -np.inf
     for start in range(0, len(images), _CHUNK):
-        chunk = images[start : start + _CHUNK].astype(np.float64)
-        total += chunk.sum()
-        squares += np.square(chunk).sum()
-        low, high = min(low, chunk.min()), max(high, chunk.max())
-    count = images.size
-    mean = total / count
-    return {"mean": mean, "std": float(np.sqrt(max(squares / count - mean**2, 0.0))), "min": low, "max": high}
+        chunk = images[start : start + _CHUNK][selected[start : start + _CHUNK]].astype(np.float64)
+        if chunk.size:
+            total += chunk.sum()
+            squares += np.square(chunk).sum()
+            low, high = min(low, chunk.min()), max(high, chunk.max())
+    pixels = count * math.prod(images.shape[1:])
+    mean = total / pixels
+    return {
+        "n_images": count,
+        "mean": mean,
+        "std": float(np.sqrt(max(squares / pixels - mean**2, 0.0))),
+        "min": float(low),
+        "max": float(high),
+    }
 
 
 def intensity_summary(splits) -> pd.DataFrame:
@@ -157,8 +166,8 @@ def intensity_summary(splits) -> pd.DataFrame:
     rows = []
     for split in _as_splits(splits):
         black = black_mask(split.images)
-        for subset, images in (("all", split.images), ("non_black", split.images[~black])):
-            rows.append({"split": split.name, "subset": subset, "n_images": len(images), **_moments(images)})
+        for subset, selected in (("all", np.ones(len(split), bool)), ("non_black", ~black)):
+            rows.append({"split": split.name, "subset": subset, **_moments(split.images, selected)})
     return pd.DataFrame(rows, columns=["split", "subset", "n_images", "mean", "std", "min", "max"])
 
 
