@@ -510,3 +510,14 @@ def test_subsample_is_seeded_and_keeps_order():
     assert small.ids.tolist() != subsample(split, 10, seed=1).ids.tolist()
     positions = [split.ids.tolist().index(i) for i in small.ids]
     assert positions == sorted(positions)
+
+
+def test_big_arrays_from_a_populated_mapping_behave_like_numpy_arrays(make_contest_folder, tmp_path, monkeypatch):
+    folder = make_contest_folder()
+    expected = load_contest(folder)
+    monkeypatch.setattr(data_module, "BIG_ARRAY_BYTES", 1)  # every array takes the big-array path
+    for cache in (tmp_path / "cache", tmp_path / "cache"):  # cold, then from the cache
+        data = load_contest(folder, cache_dir=cache)
+        assert_same_data(expected, data)
+    data.train.images[0] = 0.5  # writable like any array
+    assert data.train.images[0].mean() == 0.5
