@@ -202,7 +202,9 @@ def _training_columns(header: list[str], path: Path, id_column, label_columns) -
     if id_column is None:
         id_column = header[0]
     elif id_column not in header:
-        raise DataError(f"option id_column={id_column!r} names no column of {path} (columns found: {', '.join(header)})")
+        raise DataError(
+            f"option id_column={id_column!r} names no column of {path} (columns found: {', '.join(header)})"
+        )
     if label_columns is None:
         label_columns = [name for name in header if name != id_column]
         if not label_columns:
@@ -212,15 +214,17 @@ def _training_columns(header: list[str], path: Path, id_column, label_columns) -
         missing = [name for name in label_columns if name not in header]
         if missing or not label_columns:
             raise DataError(
-                f"option label_columns names column(s) absent from {path}: missing {', '.join(missing) or '(none given)'}; "
-                f"columns found: {', '.join(header)}"
+                f"option label_columns names column(s) absent from {path}: "
+                f"missing {', '.join(missing) or '(none given)'}; columns found: {', '.join(header)}"
             )
         if id_column in label_columns:
             raise DataError(f"option label_columns includes the id column {id_column!r}")
     return id_column, label_columns
 
 
-def _read_table(key: str, path: Path, id_column: str | None, label_columns: list[str] | None) -> tuple[_Table, str, list[str]]:
+def _read_table(
+    key: str, path: Path, id_column: str | None, label_columns: list[str] | None
+) -> tuple[_Table, str, list[str]]:
     """Read and validate one CSV; ``label_columns=None`` on a non-train table means ids only (test.csv)."""
     raw, header, rows, lines = _parse_csv(path)
     if key == "train":
@@ -244,7 +248,8 @@ def _read_table(key: str, path: Path, id_column: str | None, label_columns: list
         for row, image_id in enumerate(ids):
             if image_id in first_row:
                 raise DataError(
-                    f"{path}: image id {image_id!r} is listed twice (lines {lines[first_row[image_id]]} and {lines[row]})"
+                    f"{path}: image id {image_id!r} is listed twice "
+                    f"(lines {lines[first_row[image_id]]} and {lines[row]})"
                 )
             first_row[image_id] = row
 
@@ -267,7 +272,8 @@ def _parse_labels(table: _Table, columns: list[tuple[str, ...]], names: list[str
         value = str(values[row, col])
         problem = "is empty" if value == "" else f"is {value!r}, not 0 or 1"
         raise DataError(
-            f"{table.where(row)}, column {names[col]!r}: label {problem} ({len(bad_rows)} bad label value(s) in this file)"
+            f"{table.where(row)}, column {names[col]!r}: label {problem} "
+            f"({len(bad_rows)} bad label value(s) in this file)"
         )
     return np.isin(values, ONE_VALUES).astype(np.int8)
 
@@ -395,8 +401,10 @@ def _npz_members(path: Path) -> dict[str, tuple[int, tuple, np.dtype]]:
             name_length, extra_length = struct.unpack("<HH", handle.read(30)[26:30])
             handle.seek(info.header_offset + 30 + name_length + extra_length)
             version = np.lib.format.read_magic(handle)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran_order, dtype = read_header(handle)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
             if fortran_order or dtype.hasobject:
                 raise _CacheUnusable(f"unexpected layout of {info.filename}")
             members[info.filename[: -len(".npy")]] = (handle.tell(), shape, dtype)
@@ -412,7 +420,9 @@ def _read_member(path: Path, member: tuple[int, tuple, np.dtype]) -> np.ndarray:
     return array.reshape(shape)
 
 
-def _read_cache(path: Path, plan: dict[str, "_Planned"]) -> tuple[dict[str, np.ndarray], dict] | None:
+def _read_cache(
+    path: Path, plan: dict[str, "_Planned"], prepared: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict] | None:
     """Float images per split and the decode facts from the cache, or None when absent or unusable."""
     if not path.is_file():
         return None
@@ -426,7 +436,7 @@ def _read_cache(path: Path, plan: dict[str, "_Planned"]) -> tuple[dict[str, np.n
             offset, shape, dtype = members[f"pixels_{name}"]
             if dtype != np.uint8 or shape[:3] != (len(planned.ids), IMAGE_SIZE, IMAGE_SIZE) or len(shape) != 4:
                 raise _CacheUnusable(f"unexpected pixels for {name}")
-            images[name] = _stream_to_float(path, offset, shape)
+            images[name] = _stream_to_float(path, offset, _output_array(prepared, name, shape))
     except (_CacheUnusable, OSError, ValueError, KeyError, zipfile.BadZipFile, struct.error) as error:
         # A bad cache is only a missed shortcut.
         warnings.warn(f"ignoring unreadable cache file {path}: {error}", stacklevel=4)
@@ -470,15 +480,17 @@ def _decode_image(path: str) -> tuple[np.ndarray, bool]:
     """
     with Image.open(path) as image:
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            raise ValueError(f"{image.mode} images (16-bit or float) are not supported; expected 8-bit grayscale or RGB")
+            raise ValueError(f"{image.mode} images (16-bit or float) are not supported; expected 8-bit gray or RGB")
         if image.mode not in ("L", "RGB"):
             image = image.convert("L" if image.mode in ("1", "LA", "La") else "RGB")
         resized = image.size != (IMAGE_SIZE, IMAGE_SIZE)
         if resized:
             image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
         pixels = np.asarray(image)
-    if pixels.ndim == 3 and np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2]):
-        pixels = pixels[..., 0]
+    if pixels.ndim == 3:
+        red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+        if np.array_equal(red, green) and np.array_equal(green, blue):
+            pixels = red
     return pixels, resized
 
 
@@ -516,7 +528,9 @@ def _decode_all(paths: list[str], where) -> _Decoded:
     show_progress = total >= PROGRESS_MIN_IMAGES
     done = 0
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-        pending = {pool.submit(decode_chunk, range(start, min(start + chunk, total))) for start in range(0, total, chunk)}
+        pending = {
+            pool.submit(decode_chunk, range(start, min(start + chunk, total))) for start in range(0, total, chunk)
+        }
         while pending:
             finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for future in finished:
@@ -577,13 +591,24 @@ def _new_float32(shape: tuple) -> np.ndarray:
     return np.frombuffer(memory, np.float32).reshape(shape)
 
 
-def _float_in_chunks(count: int, image_shape: tuple, fill) -> np.ndarray:
-    """A float32 (count, *image_shape) array filled by ``fill(start, stop, out_slice)`` on a thread pool.
+def _prepare_outputs(plan: dict[str, "_Planned"], channels: int) -> dict[str, np.ndarray]:
+    """Float32 arrays for every split, for the likely channel count (run on a background thread)."""
+    return {name: _new_float32((len(planned.rows), IMAGE_SIZE, IMAGE_SIZE, channels)) for name, planned in plan.items()}
+
+
+def _output_array(prepared: dict[str, np.ndarray], name: str, shape: tuple) -> np.ndarray:
+    """The array prepared for split ``name`` if its shape is right (the channel count was a guess), else a new one."""
+    out = prepared.pop(name, None)
+    return out if out is not None and out.shape == tuple(shape) else _new_float32(tuple(shape))
+
+
+def _fill_in_chunks(out: np.ndarray, fill) -> np.ndarray:
+    """Fill ``out`` by ``fill(start, stop, out[start:stop])`` calls on a thread pool.
 
     Converting 20,000 images to float is most of a cached load; numpy and file
     reads release the GIL, so slices run in parallel.
     """
-    out = _new_float32((count,) + tuple(image_shape))
+    count = len(out)
 
     def work(start: int) -> None:
         stop = min(start + CONVERT_CHUNK, count)
@@ -594,22 +619,22 @@ def _float_in_chunks(count: int, image_shape: tuple, fill) -> np.ndarray:
     return out
 
 
-def _to_float(pixels: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [0, 1]."""
+def _to_float(pixels: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1], written into ``out``."""
 
-    def fill(start: int, stop: int, out: np.ndarray) -> None:
-        np.divide(pixels[start:stop], np.float32(255), out=out, dtype=np.float32)
+    def fill(start: int, stop: int, out_slice: np.ndarray) -> None:
+        np.divide(pixels[start:stop], np.float32(255), out=out_slice, dtype=np.float32)
 
-    return _float_in_chunks(len(pixels), pixels.shape[1:], fill)
+    return _fill_in_chunks(out, fill)
 
 
-def _stream_to_float(path: Path, offset: int, shape: tuple) -> np.ndarray:
-    """uint8 pixels stored at ``offset`` of ``path`` -> float32 in [0, 1], never all in memory as uint8."""
-    per_image = math.prod(shape[1:])
+def _stream_to_float(path: Path, offset: int, out: np.ndarray) -> np.ndarray:
+    """uint8 pixels stored at ``offset`` of ``path`` -> float32 in [0, 1] in ``out``, never all in memory as uint8."""
+    per_image = math.prod(out.shape[1:])
     local = threading.local()  # each thread its own file handle and read buffer
     handles = []
 
-    def fill(start: int, stop: int, out: np.ndarray) -> None:
+    def fill(start: int, stop: int, out_slice: np.ndarray) -> None:
         if not hasattr(local, "handle"):
             local.handle = open(path, "rb", buffering=0)
             handles.append(local.handle)
@@ -618,10 +643,10 @@ def _stream_to_float(path: Path, offset: int, shape: tuple) -> np.ndarray:
         local.handle.seek(offset + start * per_image)
         if local.handle.readinto(memoryview(local.buffer[:wanted])) != wanted:
             raise _CacheUnusable("truncated file")
-        np.divide(local.buffer[:wanted].reshape(out.shape), np.float32(255), out=out, dtype=np.float32)
+        np.divide(local.buffer[:wanted].reshape(out_slice.shape), np.float32(255), out=out_slice, dtype=np.float32)
 
     try:
-        return _float_in_chunks(shape[0], shape[1:], fill)
+        return _fill_in_chunks(out, fill)
     finally:
         for handle in handles:
             handle.close()
@@ -690,7 +715,9 @@ def _carve(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, 
     if n_carved == 0:
         return everything, everything[:0], [f"{n_total} images are too few to carve {fraction:.0%}: nothing carved"]
     if n_carved >= n_total:
-        raise DataError(f"only {n_total} training image(s) left: too few to carve out {fraction:.0%} and keep some for training")
+        raise DataError(
+            f"only {n_total} training image(s) left: too few to carve out {fraction:.0%} and keep some for training"
+        )
     groups, facts = _stratification_groups(labels, fraction)
     kept, carved = train_test_split(everything, test_size=n_carved, random_state=seed, stratify=groups)
     return np.sort(kept), np.sort(carved), facts
@@ -759,7 +786,9 @@ def load_contest(
     train_csv = data_dir / "train.csv"
     if not train_csv.is_file():
         found = sorted(p.name for p in data_dir.iterdir())
-        raise DataError(f"{train_csv} not found: a contest folder needs train.csv (found: {_listing(found, len(found))})")
+        raise DataError(
+            f"{train_csv} not found: a contest folder needs train.csv (found: {_listing(found, len(found))})"
+        )
     if image_dir is not None:
         image_dir = (data_dir / Path(image_dir).expanduser()).resolve()
         if not image_dir.is_dir():
@@ -774,33 +803,42 @@ def load_contest(
     by_key = {table.key: table for table in tables}
 
     _check_no_repeats(tables, "image id")
-    listings: dict[Path, set[str]] = {}
-    for table in tables:
-        _resolve_images(table, _candidate_dirs(table.key, data_dir, image_dir), data_dir, listings)
-    _check_no_repeats(tables, "image file")
-
-    options = {
-        "id_column": id_column,
-        "label_columns": label_columns,
-        "image_dir": None if image_dir is None else os.path.relpath(image_dir, data_dir),
-        "keep_channels": bool(keep_channels),
-        "holdout_fraction": float(holdout_fraction),
-        "val_fraction": float(val_fraction),
-        "seed": int(seed),
-    }
-    fingerprint = _fingerprint(tables, options)
     plan, split_notes = _plan_splits(by_key, holdout_fraction, val_fraction, int(seed))
+
+    with ThreadPoolExecutor(max_workers=1) as allocator:
+        # Faulting in a few hundred MB of output takes about as long as the
+        # file lookups and stats below: the kernel does it on the other core meanwhile.
+        preparing = allocator.submit(_prepare_outputs, plan, 3 if keep_channels else 1)
+        listings: dict[Path, set[str]] = {}
+        for table in tables:
+            _resolve_images(table, _candidate_dirs(table.key, data_dir, image_dir), data_dir, listings)
+        _check_no_repeats(tables, "image file")
+        options = {
+            "id_column": id_column,
+            "label_columns": label_columns,
+            "image_dir": None if image_dir is None else os.path.relpath(image_dir, data_dir),
+            "keep_channels": bool(keep_channels),
+            "holdout_fraction": float(holdout_fraction),
+            "val_fraction": float(val_fraction),
+            "seed": int(seed),
+        }
+        fingerprint = _fingerprint(tables, options)
+        prepared = preparing.result()
 
     loaded = None
     if cache_dir is not None:
         cache_file = _cache_file(Path(cache_dir).expanduser().resolve(), data_dir, options, fingerprint)
-        loaded = _read_cache(cache_file, plan)
+        loaded = _read_cache(cache_file, plan, prepared)
     if loaded is None:
         table_pixels, meta = _decode_tables(tables, keep_channels)
         pixels = {name: table_pixels[planned.table.key][planned.rows] for name, planned in plan.items()}
         if cache_dir is not None:
             _write_cache(cache_file, pixels, plan, meta)
-        loaded = {name: _to_float(split_pixels) for name, split_pixels in pixels.items()}, meta
+        images = {
+            name: _to_float(split_pixels, _output_array(prepared, name, split_pixels.shape))
+            for name, split_pixels in pixels.items()
+        }
+        loaded = images, meta
     images, meta = loaded
 
     splits = {
@@ -823,8 +861,8 @@ def _image_notes(meta: dict, keep_channels: bool) -> list[str]:
     notes = []
     if meta["n_colour"]:
         notes.append(
-            f"{meta['n_colour']} image(s) have three different channels (first: {_listing(meta['colour_files'], meta['n_colour'])}): "
-            "all images keep 3 channels"
+            f"{meta['n_colour']} image(s) have three different channels "
+            f"(first: {_listing(meta['colour_files'], meta['n_colour'])}): all images keep 3 channels"
         )
     elif keep_channels:
         notes.append("keep_channels=True: images keep 3 (equal) channels")
@@ -869,7 +907,8 @@ def _plan_splits(
         plan["holdout"], rows = _Planned(train, rows[carved]), rows[kept]
         notes.append(
             f"holdout: seeded (seed {seed + 1}) carve-out of {holdout_fraction:.0%} of the remaining training "
-            f"images, stratified on label combinations ({len(carved)} images); never used for training or model selection"
+            f"images, stratified on label combinations ({len(carved)} images); "
+            "never used for training or model selection"
         )
         notes.extend(f"holdout split: {fact}" for fact in facts)
 
