@@ -57,7 +57,6 @@ import os
 import struct
 import sys
 import tempfile
-import threading
 import warnings
 import zipfile
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -297,6 +296,8 @@ def _resolve_images(table: _Table, dirs: list[Path], data_dir: Path, listings: d
         relative = os.path.relpath(directory, data_dir)
         places.append((str(directory) + os.sep, "" if relative == "." else relative + os.sep, listings[directory]))
     suffixes = ("",) + IMAGE_EXTENSIONS
+    if _resolve_all_alike(table, places, suffixes):
+        return
     missing: list[int] = []
     for row, image_id in enumerate(table.ids):
         # Ids holding a sub-path ("a/b.png") are not in the flat listings: ask the file system.
@@ -321,6 +322,27 @@ def _resolve_images(table: _Table, dirs: list[Path], data_dir: Path, listings: d
             f"{len(missing)} image(s) listed in {table.path} not found in {', '.join(str(d) for d in dirs)} "
             f"(tried the id, then id + {'/'.join(IMAGE_EXTENSIONS)}): {_listing(shown)}"
         )
+
+
+def _resolve_all_alike(table: _Table, places: list, suffixes: tuple[str, ...]) -> bool:
+    """The usual case in a few set operations: every image is in the first place, under the first name, tried.
+
+    True when it applied: the first (place, suffix) pair that matches any id
+    matches all of them, which is what the per-id search would conclude.
+    """
+    if any("/" in image_id or os.sep in image_id for image_id in table.ids):
+        return False
+    for absolute, relative, listing in places:
+        for suffix in suffixes:
+            names = [image_id + suffix for image_id in table.ids]
+            if listing.isdisjoint(names):
+                continue
+            if not listing.issuperset(names):
+                return False
+            table.image_paths = [absolute + name for name in names]
+            table.image_names = [relative + name for name in names]
+            return True
+    return False
 
 
 def _check_no_repeats(tables: list[_Table], what: str) -> None:
@@ -364,11 +386,10 @@ def _fingerprint(tables: list[_Table], options: dict) -> str:
     for table in tables:
         digest.update(f"\0{table.name}\0{len(table.raw)}\0".encode())
         digest.update(table.raw)
-        entries = []
-        for path, name in zip(table.image_paths, table.image_names):
-            status = os.stat(path)
-            entries.append(f"{name}\0{status.st_size}\0{status.st_mtime_ns}\n")
-        digest.update("".join(entries).encode())
+        digest.update("\0".join(table.image_names).encode())
+        statuses = [os.stat(path) for path in table.image_paths]
+        sizes_and_times = [(status.st_size, status.st_mtime_ns) for status in statuses]
+        digest.update(np.array(sizes_and_times, dtype=np.int64).tobytes())
     return digest.hexdigest()
 
 
@@ -421,7 +442,7 @@ def _read_member(path: Path, member: tuple[int, tuple, np.dtype]) -> np.ndarray:
 
 
 def _read_cache(
-    path: Path, plan: dict[str, "_Planned"], prepared: dict[str, np.ndarray]
+    path: Path, plan: dict[str, "_Planned"], prepared: dict[str, np.ndarray], pool: ThreadPoolExecutor
 ) -> tuple[dict[str, np.ndarray], dict] | None:
     """Float images per split and the decode facts from the cache, or None when absent or unusable."""
     if not path.is_file():
@@ -436,7 +457,7 @@ def _read_cache(
             offset, shape, dtype = members[f"pixels_{name}"]
             if dtype != np.uint8 or shape[:3] != (len(planned.ids), IMAGE_SIZE, IMAGE_SIZE) or len(shape) != 4:
                 raise _CacheUnusable(f"unexpected pixels for {name}")
-            images[name] = _stream_to_float(path, offset, _output_array(prepared, name, shape))
+            images[name] = _stream_to_float(path, offset, _output_array(prepared, name, shape), pool)
     except (_CacheUnusable, OSError, ValueError, KeyError, zipfile.BadZipFile, struct.error) as error:
         # A bad cache is only a missed shortcut.
         warnings.warn(f"ignoring unreadable cache file {path}: {error}", stacklevel=4)
@@ -501,7 +522,7 @@ class _Decoded:
     resized: list[int]
 
 
-def _decode_all(paths: list[str], where) -> _Decoded:
+def _decode_all(paths: list[str], where, pool: ThreadPoolExecutor) -> _Decoded:
     """Decode every image on a small thread pool (Pillow releases the GIL while it inflates a PNG).
 
     ``where(row)`` names the CSV line of an image for error messages.
@@ -527,29 +548,28 @@ def _decode_all(paths: list[str], where) -> _Decoded:
     chunk = 250
     show_progress = total >= PROGRESS_MIN_IMAGES
     done = 0
-    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-        pending = {
-            pool.submit(decode_chunk, range(start, min(start + chunk, total))) for start in range(0, total, chunk)
-        }
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in finished:
-                if future.exception() is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise future.exception()
-                before, done = done, done + future.result()
-                if show_progress and (done // PROGRESS_STEP > before // PROGRESS_STEP or done == total):
-                    print(f"contest loader: decoded {done}/{total} images", file=sys.stderr, flush=True)
+    pending = {pool.submit(decode_chunk, range(start, min(start + chunk, total))) for start in range(0, total, chunk)}
+    while pending:
+        finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+        for future in finished:
+            if future.exception() is not None:
+                for other in pending:
+                    other.cancel()
+                raise future.exception()
+            before, done = done, done + future.result()
+            if show_progress and (done // PROGRESS_STEP > before // PROGRESS_STEP or done == total):
+                print(f"contest loader: decoded {done}/{total} images", file=sys.stderr, flush=True)
     decoded.resized.sort()
     return decoded
 
 
-def _decode_tables(tables: list[_Table], keep_channels: bool) -> tuple[dict[str, np.ndarray], dict]:
+def _decode_tables(
+    tables: list[_Table], keep_channels: bool, pool: ThreadPoolExecutor
+) -> tuple[dict[str, np.ndarray], dict]:
     """uint8 pixels (N, 64, 64, C) per table, with C shared by all tables, and the facts worth a note."""
     paths = [path for table in tables for path in table.image_paths]
     owners = [(table, row) for table in tables for row in range(len(table.ids))]
-    decoded = _decode_all(paths, lambda row: owners[row][0].where(owners[row][1]))
+    decoded = _decode_all(paths, lambda row: owners[row][0].where(owners[row][1]), pool)
     relative = [name for table in tables for name in table.image_names]
     colour_rows = sorted(decoded.colour)
     channels = 3 if keep_channels or colour_rows else 1
@@ -602,7 +622,7 @@ def _output_array(prepared: dict[str, np.ndarray], name: str, shape: tuple) -> n
     return out if out is not None and out.shape == tuple(shape) else _new_float32(tuple(shape))
 
 
-def _fill_in_chunks(out: np.ndarray, fill) -> np.ndarray:
+def _fill_in_chunks(out: np.ndarray, fill, pool: ThreadPoolExecutor) -> np.ndarray:
     """Fill ``out`` by ``fill(start, stop, out[start:stop])`` calls on a thread pool.
 
     Converting 20,000 images to float is most of a cached load; numpy and file
@@ -614,42 +634,25 @@ def _fill_in_chunks(out: np.ndarray, fill) -> np.ndarray:
         stop = min(start + CONVERT_CHUNK, count)
         fill(start, stop, out[start:stop])
 
-    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-        list(pool.map(work, range(0, count, CONVERT_CHUNK)))
+    list(pool.map(work, range(0, count, CONVERT_CHUNK)))
     return out
 
 
-def _to_float(pixels: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _to_float(pixels: np.ndarray, out: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:
     """uint8 pixels -> float32 in [0, 1], written into ``out``."""
 
     def fill(start: int, stop: int, out_slice: np.ndarray) -> None:
         np.divide(pixels[start:stop], np.float32(255), out=out_slice, dtype=np.float32)
 
-    return _fill_in_chunks(out, fill)
+    return _fill_in_chunks(out, fill, pool)
 
 
-def _stream_to_float(path: Path, offset: int, out: np.ndarray) -> np.ndarray:
-    """uint8 pixels stored at ``offset`` of ``path`` -> float32 in [0, 1] in ``out``, never all in memory as uint8."""
-    per_image = math.prod(out.shape[1:])
-    local = threading.local()  # each thread its own file handle and read buffer
-    handles = []
+def _stream_to_float(path: Path, offset: int, out: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:
+    """uint8 pixels stored at ``offset`` of ``path`` -> float32 in [0, 1] in ``out``.
 
-    def fill(start: int, stop: int, out_slice: np.ndarray) -> None:
-        if not hasattr(local, "handle"):
-            local.handle = open(path, "rb", buffering=0)
-            handles.append(local.handle)
-            local.buffer = np.empty(CONVERT_CHUNK * per_image, np.uint8)
-        wanted = (stop - start) * per_image
-        local.handle.seek(offset + start * per_image)
-        if local.handle.readinto(memoryview(local.buffer[:wanted])) != wanted:
-            raise _CacheUnusable("truncated file")
-        np.divide(local.buffer[:wanted].reshape(out_slice.shape), np.float32(255), out=out_slice, dtype=np.float32)
-
-    try:
-        return _fill_in_chunks(out, fill)
-    finally:
-        for handle in handles:
-            handle.close()
+    The file is mapped, not read: the conversion reads the OS file cache directly.
+    """
+    return _to_float(np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=out.shape), out, pool)
 
 
 # --------------------------------------------------------------------------- splitting
@@ -805,10 +808,11 @@ def load_contest(
     _check_no_repeats(tables, "image id")
     plan, split_notes = _plan_splits(by_key, holdout_fraction, val_fraction, int(seed))
 
-    with ThreadPoolExecutor(max_workers=1) as allocator:
+    # One pool for the whole load: starting threads is slow on a busy machine.
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         # Faulting in a few hundred MB of output takes about as long as the
         # file lookups and stats below: the kernel does it on the other core meanwhile.
-        preparing = allocator.submit(_prepare_outputs, plan, 3 if keep_channels else 1)
+        preparing = pool.submit(_prepare_outputs, plan, 3 if keep_channels else 1)
         listings: dict[Path, set[str]] = {}
         for table in tables:
             _resolve_images(table, _candidate_dirs(table.key, data_dir, image_dir), data_dir, listings)
@@ -825,20 +829,20 @@ def load_contest(
         fingerprint = _fingerprint(tables, options)
         prepared = preparing.result()
 
-    loaded = None
-    if cache_dir is not None:
-        cache_file = _cache_file(Path(cache_dir).expanduser().resolve(), data_dir, options, fingerprint)
-        loaded = _read_cache(cache_file, plan, prepared)
-    if loaded is None:
-        table_pixels, meta = _decode_tables(tables, keep_channels)
-        pixels = {name: table_pixels[planned.table.key][planned.rows] for name, planned in plan.items()}
+        loaded = None
         if cache_dir is not None:
-            _write_cache(cache_file, pixels, plan, meta)
-        images = {
-            name: _to_float(split_pixels, _output_array(prepared, name, split_pixels.shape))
-            for name, split_pixels in pixels.items()
-        }
-        loaded = images, meta
+            cache_file = _cache_file(Path(cache_dir).expanduser().resolve(), data_dir, options, fingerprint)
+            loaded = _read_cache(cache_file, plan, prepared, pool)
+        if loaded is None:
+            table_pixels, meta = _decode_tables(tables, keep_channels, pool)
+            pixels = {name: table_pixels[planned.table.key][planned.rows] for name, planned in plan.items()}
+            if cache_dir is not None:
+                _write_cache(cache_file, pixels, plan, meta)
+            images = {
+                name: _to_float(split_pixels, _output_array(prepared, name, split_pixels.shape), pool)
+                for name, split_pixels in pixels.items()
+            }
+            loaded = images, meta
     images, meta = loaded
 
     splits = {
