@@ -4,19 +4,21 @@
     python scripts/benchmark_loader.py --data-dir DIR        # any contest folder
     python scripts/benchmark_loader.py --synthetic-size 15000 --synthetic-test-size 5000
 
-Three timings, each in a fresh Python process (as a new notebook kernel would
+Each timing runs in a fresh Python process (as a new notebook kernel would
 load the data; imports are not timed), after one read of every file so that
-all three find the images in the OS file cache:
+none of them pays for the disk:
 
-(a) naive: for each labelled image (train.csv + val.csv rows, images in
-    ``<split>_images/<id>`` as in the contest layout), PIL open, np.array,
-    /255, append to a list;
+(a) naive: for each row of train.csv and val.csv (the labelled images), then
+    of test.csv, PIL open, np.array, /255, append to a list (images in
+    ``<split>_images/<id>``, the contest layout).  The clock is read after
+    the labelled images and after all of them.
 (b) cold: ``load_contest`` with an empty cache (decodes and writes the cache);
 (c) warm: ``load_contest`` again (reads the cache), median of ``--repeats``.
 
-The loader also loads the test images, so (b) and (c) handle more images than
-(a): the ratio naive / warm is conservative.  Exit status 1 when it is below
-``--min-ratio`` (default 20).
+The pass mark compares like with like: the naive loop over the same images
+``load_contest`` returns (labelled + test) against the warm load.  The ratio
+with the naive loop over the labelled images only is printed too.  Exit
+status 1 when the pass-mark ratio is below ``--min-ratio`` (default 20).
 """
 
 from __future__ import annotations
@@ -36,37 +38,40 @@ from pathlib import Path
 import numpy as np
 
 
-def naive_load(data_dir: Path) -> int:
-    """The per-file loop the cache must beat; returns the number of images."""
-    from PIL import Image
-
-    images = []
-    for split in ("train", "val"):
-        table = data_dir / f"{split}.csv"
-        if not table.is_file():
-            continue
-        with open(table, newline="") as handle:
-            for row in list(csv.reader(handle))[1:]:
-                image = Image.open(data_dir / f"{split}_images" / row[0])
-                images.append(np.array(image) / 255)
-    return len(images)
-
-
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def naive_load(data_dir: Path) -> dict:
+    """The per-file loop the cache must beat: timings after the labelled images and after all images."""
+    from PIL import Image
+
+    start, cpu_start = time.perf_counter(), cpu_seconds()
+    images = []
+    timings = {}
+    for split in ("train", "val", "test"):
+        table = data_dir / f"{split}.csv"
+        if table.is_file():
+            with open(table, newline="") as handle:
+                for row in list(csv.reader(handle))[1:]:
+                    image = Image.open(data_dir / f"{split}_images" / row[0])
+                    images.append(np.array(image) / 255)
+        if split != "train":
+            elapsed = {"seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu_start}
+            timings["labelled" if split == "val" else "all"] = {**elapsed, "images": len(images)}
+    return timings
 
 
 def measure(kind: str, data_dir: Path, cache_dir: Path) -> dict:
     """Run one timing in this process (the --measure entry point); imports happen before the clock starts."""
     from contest_study.data import load_contest
 
-    start, cpu_start = time.perf_counter(), cpu_seconds()
     if kind == "naive":
-        count = naive_load(data_dir)
-    else:
-        data = load_contest(data_dir, cache_dir=cache_dir)
-        count = sum(len(split) for split in (data.train, data.val, data.holdout, data.test) if split is not None)
+        return naive_load(data_dir)
+    start, cpu_start = time.perf_counter(), cpu_seconds()
+    data = load_contest(data_dir, cache_dir=cache_dir)
+    count = sum(len(split) for split in (data.train, data.val, data.holdout, data.test) if split is not None)
     return {"seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu_start, "images": count}
 
 
@@ -78,13 +83,11 @@ def measure_in_subprocess(kind: str, data_dir: Path, cache_dir: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def warm_file_cache(data_dir: Path) -> int:
+def warm_file_cache(data_dir: Path) -> None:
     """Read every file once, so no timing pays for the disk."""
-    total = 0
     for path in data_dir.rglob("*"):
         if path.is_file():
-            total += len(path.read_bytes())
-    return total
+            path.read_bytes()
 
 
 def write_random_folder(root: Path, n_labelled: int, n_test: int, seed: int = 0) -> Path:
@@ -114,13 +117,36 @@ def write_random_folder(root: Path, n_labelled: int, n_test: int, seed: int = 0)
     return root
 
 
+def report(data_dir: Path, naive: dict, cold: dict, warm_runs: list[dict], min_ratio: float) -> float:
+    """Print the timings; return the pass-mark ratio (naive over the same images / warm)."""
+    warm = {key: statistics.median(run[key] for run in warm_runs) for key in ("seconds", "cpu_seconds")}
+    warm["images"] = warm_runs[0]["images"]
+    print(f"contest folder: {data_dir}")
+    print(f"{'':36}wall time   CPU time (all threads)")
+    for label, timing, what in (
+        ("(a) naive loop, labelled images", naive["labelled"], "images (train.csv + val.csv)"),
+        ("(a) naive loop, all images", naive["all"], "images (+ test.csv: what load_contest returns)"),
+        ("(b) load_contest, cold", cold, "images (decode + write the cache)"),
+        ("(c) load_contest, warm", warm, f"images (from the cache; median of {len(warm_runs)})"),
+    ):
+        print(f"{label:34}{timing['seconds']:8.3f} s  {timing['cpu_seconds']:8.3f} s   {timing['images']} {what}")
+    print(f"    warm wall times: {', '.join(format(run['seconds'], '.3f') for run in warm_runs)}")
+    ratio = naive["all"]["seconds"] / warm["seconds"]
+    print(
+        f"speed-up naive / warm, same images: {ratio:.1f}x wall (pass mark {min_ratio:g}x), "
+        f"{naive['all']['cpu_seconds'] / warm['cpu_seconds']:.1f}x CPU time"
+    )
+    print(f"speed-up naive over the labelled images only / warm: {naive['labelled']['seconds'] / warm['seconds']:.1f}x")
+    return ratio
+
+
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, help="contest folder to benchmark (default: the embedded dataset)")
     parser.add_argument("--synthetic-size", type=int, help="write a temporary folder of N labelled random PNGs instead")
     parser.add_argument("--synthetic-test-size", type=int, help="test images in that folder (default: N / 3)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
-    parser.add_argument("--repeats", type=int, default=3, help="warm loads to time (the median is used)")
+    parser.add_argument("--repeats", type=int, default=5, help="warm loads to time (the median is used)")
     parser.add_argument("--min-ratio", type=float, default=20.0, help="fail below this naive / warm ratio")
     parser.add_argument("--measure", choices=["naive", "cold", "warm"], help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
@@ -154,28 +180,10 @@ def main() -> int:
                 return 2
         cache_dir = scratch / "cache"
         warm_file_cache(data_dir)
-
         naive = measure_in_subprocess("naive", data_dir, cache_dir)
         cold = measure_in_subprocess("cold", data_dir, cache_dir)
         warm_runs = [measure_in_subprocess("warm", data_dir, cache_dir) for _ in range(arguments.repeats)]
-        warm = {key: statistics.median(run[key] for run in warm_runs) for key in ("seconds", "cpu_seconds")}
-        warm["images"] = warm_runs[0]["images"]
-        ratio = naive["seconds"] / warm["seconds"]
-
-        print(f"contest folder: {data_dir}")
-        print(f"{'':26}wall time   CPU time (all threads)")
-        for label, timing, what in (
-            ("(a) naive per-file loop", naive, "labelled images"),
-            ("(b) load_contest, cold", cold, "images (decode + write cache)"),
-            ("(c) load_contest, warm", warm, "images (from the cache; median run)"),
-        ):
-            print(f"{label:25}{timing['seconds']:8.3f} s  {timing['cpu_seconds']:8.3f} s   {timing['images']} {what}")
-        each = ", ".join(f"{run['seconds']:.3f}" for run in warm_runs)
-        print(f"    warm wall times: {each}")
-        print(
-            f"speed-up naive / warm: {ratio:.1f}x wall (required: {arguments.min_ratio:g}x), "
-            f"{naive['cpu_seconds'] / warm['cpu_seconds']:.1f}x CPU time"
-        )
+        ratio = report(data_dir, naive, cold, warm_runs, arguments.min_ratio)
         return 0 if ratio >= arguments.min_ratio else 1
     finally:
         if arguments.keep:

@@ -512,7 +512,7 @@ def test_subsample_is_seeded_and_keeps_order():
     assert positions == sorted(positions)
 
 
-def test_big_arrays_from_a_populated_mapping_behave_like_numpy_arrays(make_contest_folder, tmp_path, monkeypatch):
+def test_big_arrays_from_a_prefaulted_mapping_behave_like_numpy_arrays(make_contest_folder, tmp_path, monkeypatch):
     folder = make_contest_folder()
     expected = load_contest(folder)
     monkeypatch.setattr(data_module, "BIG_ARRAY_BYTES", 1)  # every array takes the big-array path

@@ -595,20 +595,22 @@ def _decode_tables(
 
 
 def _new_float32(shape: tuple) -> np.ndarray:
-    """An uninitialised float32 array; big ones get their memory faulted in by one system call.
+    """An uninitialised float32 array; big ones come with their memory already faulted in.
 
-    numpy asks for transparent huge pages on big arrays; where memory is handed
-    out lazily (virtual machines), faulting in those few hundred MB took from
-    0.1 to 2 s, a cached load's whole budget.  An anonymous MAP_POPULATE mapping
-    of normal pages is filled in one go and took a steady 0.1 s.  The mapping
-    is released with the last array viewing it.
+    numpy asks for transparent huge pages on big arrays; on the 2-core VM this
+    was measured on, faulting in those few hundred MB took anywhere from 0.1 to
+    2 s, a cached load's whole budget.  Big arrays here are an anonymous mapping
+    of normal pages written once per page right away (on a pool thread, while
+    the main thread reads the file stats), which took a steady ~0.1 s.  The
+    mapping is released with the last array viewing it.
     """
     nbytes = math.prod(shape) * 4
-    populate = getattr(mmap, "MAP_POPULATE", None)  # Linux only
-    if populate is None or nbytes < BIG_ARRAY_BYTES:
+    if nbytes < BIG_ARRAY_BYTES or not hasattr(mmap, "MAP_ANONYMOUS"):
         return np.empty(shape, np.float32)
-    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
-    return np.frombuffer(memory, np.float32).reshape(shape)
+    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    flat = np.frombuffer(memory, np.float32)
+    flat[:: mmap.PAGESIZE // 4] = 0  # one write per page faults it in
+    return flat.reshape(shape)
 
 
 def _prepare_outputs(plan: dict[str, "_Planned"], channels: int) -> dict[str, np.ndarray]:
@@ -811,7 +813,7 @@ def load_contest(
     # One pool for the whole load: starting threads is slow on a busy machine.
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         # Faulting in a few hundred MB of output takes about as long as the
-        # file lookups and stats below: the kernel does it on the other core meanwhile.
+        # file lookups and stats below: a pool thread does it meanwhile.
         preparing = pool.submit(_prepare_outputs, plan, 3 if keep_channels else 1)
         listings: dict[Path, set[str]] = {}
         for table in tables:
