@@ -22,8 +22,9 @@ Splits:
 Stratification groups images by their full label combination (e.g. ``"101"``);
 combinations too rare to reach both sides of a split (fewer than
 ``ceil(1 / min(f, 1 - f))`` images for a fraction ``f``) are merged into one
-group of rare combinations, and that group joins the most common combination
-when it is itself too small.  ``ContestData.notes`` records what was done.
+group of rare combinations; that group, when itself too small (and, on tiny
+data, any group beyond what the split sizes allow), joins the most common
+combination.  ``ContestData.notes`` records what was done.
 
 Images become float32 arrays of shape (N, 64, 64, C) scaled to [0, 1].  The
 contest stores grayscale images as RGB PNGs, so when every image has three
@@ -457,7 +458,7 @@ def _read_cache(
             offset, shape, dtype = members[f"pixels_{name}"]
             if dtype != np.uint8 or shape[:3] != (len(planned.ids), IMAGE_SIZE, IMAGE_SIZE) or len(shape) != 4:
                 raise _CacheUnusable(f"unexpected pixels for {name}")
-            images[name] = _stream_to_float(path, offset, _output_array(prepared, name, shape), pool)
+            images[name] = _mapped_to_float(path, offset, _output_array(prepared, name, shape), pool)
     except (_CacheUnusable, OSError, ValueError, KeyError, zipfile.BadZipFile, struct.error) as error:
         # A bad cache is only a missed shortcut.
         warnings.warn(f"ignoring unreadable cache file {path}: {error}", stacklevel=4)
@@ -627,8 +628,8 @@ def _output_array(prepared: dict[str, np.ndarray], name: str, shape: tuple) -> n
 def _fill_in_chunks(out: np.ndarray, fill, pool: ThreadPoolExecutor) -> np.ndarray:
     """Fill ``out`` by ``fill(start, stop, out[start:stop])`` calls on a thread pool.
 
-    Converting 20,000 images to float is most of a cached load; numpy and file
-    reads release the GIL, so slices run in parallel.
+    Converting 20,000 images to float is most of a cached load; numpy releases
+    the GIL, so slices run in parallel.
     """
     count = len(out)
 
@@ -649,7 +650,7 @@ def _to_float(pixels: np.ndarray, out: np.ndarray, pool: ThreadPoolExecutor) -> 
     return _fill_in_chunks(out, fill, pool)
 
 
-def _stream_to_float(path: Path, offset: int, out: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:
+def _mapped_to_float(path: Path, offset: int, out: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:
     """uint8 pixels stored at ``offset`` of ``path`` -> float32 in [0, 1] in ``out``.
 
     The file is mapped, not read: the conversion reads the OS file cache directly.

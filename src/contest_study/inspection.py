@@ -60,21 +60,25 @@ def find_exact_duplicates(images: np.ndarray, ids, *, exclude_black: bool = True
     return [[str(ids[m]) for m in group] for group in groups]
 
 
-def _downsampled_profiles(images: np.ndarray, downsample: int) -> np.ndarray:
-    """Each image averaged to ``downsample`` x ``downsample`` gray pixels, z-scored, scaled by 1/sqrt(d).
+def _downsampled_profiles(images: np.ndarray, indices: np.ndarray, downsample: int) -> np.ndarray:
+    """``images[indices]`` averaged to ``downsample`` x ``downsample`` gray pixels, z-scored, scaled by 1/sqrt(d).
 
     With this scaling the Euclidean distance between two rows is the root mean
     square difference of the z-scored images, i.e. sqrt(2 (1 - r)) with r the
     Pearson correlation of the downsampled images: 0 for identical images (up
     to brightness and contrast), about 1.41 for unrelated ones.
     """
-    count, height, width = images.shape[:3]
+    height, width = images.shape[1:3]
     if height % downsample or width % downsample:
         raise ValueError(f"downsample={downsample} must divide the image size {height}x{width}")
-    gray = images.mean(axis=-1) if images.ndim == 4 else images
     block_h, block_w = height // downsample, width // downsample
-    small = gray.reshape(count, downsample, block_h, downsample, block_w).mean(axis=(2, 4), dtype=np.float64)
-    flat = small.reshape(count, -1)
+    flat = np.empty((len(indices), downsample * downsample))
+    # Chunk by chunk, so that no copy of all the selected images is made.
+    for start in range(0, len(indices), _CHUNK):
+        chunk = images[indices[start : start + _CHUNK]]
+        gray = chunk.mean(axis=-1) if chunk.ndim == 4 else chunk
+        blocks = gray.reshape(len(chunk), downsample, block_h, downsample, block_w)
+        flat[start : start + len(chunk)] = blocks.mean(axis=(2, 4), dtype=np.float64).reshape(len(chunk), -1)
     flat -= flat.mean(axis=1, keepdims=True)
     spread = flat.std(axis=1, keepdims=True)
     # A constant image has no pattern to correlate: it stays the zero vector.
@@ -115,7 +119,7 @@ def find_near_duplicates(
     candidates = np.flatnonzero(~black_mask(images)) if exclude_black else np.arange(len(images))
     if len(candidates) < 2:
         return pd.DataFrame(columns)
-    profiles = _downsampled_profiles(images[candidates], downsample)
+    profiles = _downsampled_profiles(images, candidates, downsample)
     # The search runs in float32 (twice as fast); a small margin keeps pairs that
     # float32 rounding would push just past the radius, and the exact float64
     # distances below decide.
