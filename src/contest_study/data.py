@@ -60,7 +60,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -614,9 +614,12 @@ def _new_float32(shape: tuple) -> np.ndarray:
     return flat.reshape(shape)
 
 
-def _prepare_outputs(plan: dict[str, "_Planned"], channels: int) -> dict[str, np.ndarray]:
-    """Float32 arrays for every split, for the likely channel count (run on a background thread)."""
-    return {name: _new_float32((len(planned.rows), IMAGE_SIZE, IMAGE_SIZE, channels)) for name, planned in plan.items()}
+def _prepare_outputs(plan: dict[str, "_Planned"], channels: int, pool: ThreadPoolExecutor) -> dict[str, Future]:
+    """Float32 arrays for every split, for the likely channel count, made on the pool threads."""
+    return {
+        name: pool.submit(_new_float32, (len(planned.rows), IMAGE_SIZE, IMAGE_SIZE, channels))
+        for name, planned in plan.items()
+    }
 
 
 def _output_array(prepared: dict[str, np.ndarray], name: str, shape: tuple) -> np.ndarray:
@@ -815,7 +818,7 @@ def load_contest(
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         # Faulting in a few hundred MB of output takes about as long as the
         # file lookups and stats below: a pool thread does it meanwhile.
-        preparing = pool.submit(_prepare_outputs, plan, 3 if keep_channels else 1)
+        preparing = _prepare_outputs(plan, 3 if keep_channels else 1, pool)
         listings: dict[Path, set[str]] = {}
         for table in tables:
             _resolve_images(table, _candidate_dirs(table.key, data_dir, image_dir), data_dir, listings)
@@ -830,7 +833,7 @@ def load_contest(
             "seed": int(seed),
         }
         fingerprint = _fingerprint(tables, options)
-        prepared = preparing.result()
+        prepared = {name: future.result() for name, future in preparing.items()}
 
         loaded = None
         if cache_dir is not None:
