@@ -93,7 +93,10 @@ class DataError(ValueError):
 
 @dataclass
 class Split:
-    name: str
+    """One split: ``ids`` (str, exactly as in the CSV), ``images`` float32 (N, 64, 64, C) in [0, 1],
+    ``labels`` int8 (N, n_labels) of 0/1, or None for the test split."""
+
+    name: str  # "train" | "val" | "holdout" | "test"
     ids: np.ndarray
     images: np.ndarray = field(repr=False)
     labels: np.ndarray | None = field(repr=False)
@@ -114,6 +117,9 @@ class Split:
 
 @dataclass
 class ContestData:
+    """A loaded contest folder; ``fingerprint`` identifies its files and the loader options,
+    ``notes`` says in words what the loader did (splits carved, channels, resized images)."""
+
     data_dir: Path
     label_names: list[str]
     train: Split
