@@ -1,0 +1,542 @@
+"""The one training engine: every neural network of the study is trained by :func:`run_experiment`.
+
+- Input: ``tf.data`` pipelines built from the cached image arrays (:func:`make_dataset`).
+- Augmentation: Keras preprocessing layers inside the model (``TrainConfig.augment``,
+  see :func:`contest_study.models.augmentation_block`), active only while training.
+- Callbacks (:func:`make_callbacks`): early stopping on the validation loss
+  (restoring the best weights), a checkpoint of the best weights, ReduceLROnPlateau
+  (with the ``"plateau"`` schedule), a CSV log, TensorBoard logs and
+  ``BackupAndRestore``, so an interrupted run resumes from its last finished epoch.
+- Head and loss: three sigmoid outputs and binary cross-entropy, unless a
+  :class:`TrainConfig` asks for the softmax / categorical cross-entropy variant the
+  hyperparameter study documents as a failure (the labels are independent, a softmax
+  makes them compete).
+- Seeded: :func:`run_experiment` calls ``keras.utils.set_random_seed`` before
+  building the model and seeds the shuffling, so the same seed and data give the
+  same metrics, up to the floating-point noise of the multi-threaded CPU kernels.
+
+Every run is stored in the results registry; a second call with the same inputs
+returns the stored record without training.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from contest_study.config import Profile, get_profile
+from contest_study.models import OUTPUT_ACTIVATIONS, get_model_spec
+
+OPTIMIZERS = ("adam", "sgd")
+LOSSES = ("binary_crossentropy", "categorical_crossentropy")
+TRAIN_METRICS = ("accuracy", "f1")
+LR_SCHEDULES = ("constant", "exponential", "warmup_decay", "plateau")
+BLACK_IMAGE_OPTIONS = ("removed", "kept")
+INPUT_CHANNEL_OPTIONS = (1, 3)
+
+# Learning-rate schedules, per epoch so that they mean the same at any dataset size.
+EXPONENTIAL_DECAY_PER_EPOCH = 0.85  # 15 epochs end at about 9% of the initial rate
+WARMUP_EPOCHS = 1
+WARMUP_START_FRACTION = 0.1  # the warm-up climbs from 10% of the learning rate
+COSINE_FINAL_FRACTION = 0.01
+PLATEAU_FACTOR = 0.5
+MIN_LEARNING_RATE = 1e-5
+SGD_MOMENTUM = 0.9
+
+WEIGHTS_FILE = "best.weights.h5"
+HISTORY_FILE = "history.csv"
+TENSORBOARD_DIR = "tensorboard"
+BACKUP_DIR = "backup"
+# Keras verbose=2: one line per epoch, readable in a notebook and in a log file.
+DEFAULT_VERBOSE = 2
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"TrainConfig.{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def _whole_number(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"TrainConfig.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one network is trained; every field is part of the run's registry key.
+
+    ``model_options`` are extra keyword arguments of the model builder (for example
+    ``{"dropout": 0.5}`` or ``{"units": 32}``); they are stored as a sorted tuple of
+    pairs so the config stays hashable. ``lr_schedule``:
+
+    - ``"constant"``: the learning rate never changes;
+    - ``"plateau"`` (default): constant, halved by ReduceLROnPlateau when the
+      validation loss stalls for ``max(1, patience // 2)`` epochs;
+    - ``"exponential"``: multiplied by 0.85 every epoch (``ExponentialDecay``);
+    - ``"warmup_decay"``: one epoch of linear warm-up from 10% of the rate, then a
+      cosine decay to 1% over the remaining epochs (``CosineDecay``).
+    """
+
+    epochs: int = 15
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    loss: str = "binary_crossentropy"
+    train_metric: str = "accuracy"
+    lr_schedule: str = "plateau"
+    augment: bool = False
+    patience: int = 5
+    output_activation: str = "sigmoid"
+    model_options: tuple = field(default=())
+
+    def __post_init__(self):
+        _whole_number("epochs", self.epochs, 1)
+        _whole_number("batch_size", self.batch_size, 1)
+        _whole_number("patience", self.patience, 0)
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)):
+            raise ValueError(f"TrainConfig.learning_rate must be a number, got {self.learning_rate!r}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate!r}")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("train_metric", self.train_metric, TRAIN_METRICS)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"TrainConfig.augment must be True or False, got {self.augment!r}")
+        options = self.model_options
+        if isinstance(options, Mapping):
+            options = options.items()
+        try:
+            options = tuple(sorted((str(name), value) for name, value in options))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"TrainConfig.model_options must be a mapping of builder keyword arguments, got {self.model_options!r}"
+            ) from None
+        reserved = {"input_shape", "n_labels", "augment", "output_activation"} & {name for name, _ in options}
+        if reserved:
+            raise ValueError(
+                f"TrainConfig.model_options cannot set {', '.join(sorted(reserved))}: "
+                "they come from the data and from TrainConfig's own fields"
+            )
+        # Frozen dataclass: normalise through object.__setattr__ (1 and 1.0 must give one registry key).
+        object.__setattr__(self, "learning_rate", float(self.learning_rate))
+        object.__setattr__(self, "model_options", options)
+
+    def as_hyperparams(self) -> dict:
+        """The config as a plain dict (the hyperparameter part of the registry key)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["model_options"] = dict(self.model_options)
+        return values
+
+
+def config_for_profile(profile: Profile | str, **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` with the profile's epoch cap, batch size and patience, plus ``overrides``."""
+    if isinstance(profile, str):
+        profile = get_profile(profile)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values = {
+        "epochs": profile.max_epochs,
+        "batch_size": profile.batch_size,
+        "patience": profile.early_stopping_patience,
+        **overrides,
+    }
+    return TrainConfig(**values)
+
+
+# ----------------------------------------------------------------------------- input pipeline
+
+
+def make_dataset(images, labels, batch_size: int, *, shuffle: bool, seed: int | None = None) -> tf.data.Dataset:
+    """A ``tf.data`` pipeline over in-memory arrays: slices, cache, seeded shuffle, batches, prefetch.
+
+    ``labels`` None gives an images-only dataset (for prediction). Shuffling is
+    reshuffled every epoch from ``seed``, so a seeded run sees the same order of
+    batches every time; an unseeded shuffle is refused for that reason.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, height, width, channels), got shape {images.shape}")
+    if images.dtype != np.float32:
+        images = images.astype(np.float32)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if shuffle and seed is None:
+        raise ValueError("a shuffled dataset needs a seed (reproducible runs)")
+    if labels is None:
+        dataset = tf.data.Dataset.from_tensor_slices(images)
+    else:
+        labels = np.asarray(labels)
+        if labels.ndim != 2 or len(labels) != len(images):
+            raise ValueError(f"labels must be (N, labels) with N = {len(images)} images, got shape {labels.shape}")
+        # Keras losses and metrics compare float targets with float scores.
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.float32)))
+    dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------- compile
+
+
+def _learning_rate(config: TrainConfig, steps_per_epoch: int | None):
+    if config.lr_schedule in ("constant", "plateau"):
+        return config.learning_rate
+    if steps_per_epoch is None or steps_per_epoch < 1:
+        raise ValueError(f"lr_schedule {config.lr_schedule!r} needs steps_per_epoch >= 1, got {steps_per_epoch!r}")
+    if config.lr_schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate, decay_steps=steps_per_epoch, decay_rate=EXPONENTIAL_DECAY_PER_EPOCH
+        )
+    warmup_steps = WARMUP_EPOCHS * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate * WARMUP_START_FRACTION,
+        decay_steps=max(1, config.epochs - WARMUP_EPOCHS) * steps_per_epoch,
+        alpha=COSINE_FINAL_FRACTION,
+        warmup_target=config.learning_rate,
+        warmup_steps=warmup_steps,
+    )
+
+
+def build_optimizer(config: TrainConfig, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+    """The optimizer with the config's learning rate or schedule.
+
+    ``steps_per_epoch`` (batches per epoch) is needed by the ``"exponential"`` and
+    ``"warmup_decay"`` schedules, which are defined per epoch.
+    """
+    learning_rate = _learning_rate(config, steps_per_epoch)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=SGD_MOMENTUM)
+
+
+def build_loss(config: TrainConfig) -> keras.losses.Loss:
+    if config.loss == "binary_crossentropy":
+        return keras.losses.BinaryCrossentropy()
+    # Treats the 0/1 label vector as one distribution over the labels: the documented failed approach.
+    return keras.losses.CategoricalCrossentropy()
+
+
+def build_train_metric(config: TrainConfig) -> keras.metrics.Metric:
+    if config.train_metric == "accuracy":
+        return keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.5)
+    return keras.metrics.F1Score(average="macro", threshold=0.5, name="f1")
+
+
+def compile_model(model: keras.Model, config: TrainConfig, *, steps_per_epoch: int | None = None) -> keras.Model:
+    """Compile ``model`` with the config's optimizer, loss and training metric (returns it)."""
+    model.compile(
+        optimizer=build_optimizer(config, steps_per_epoch),
+        loss=build_loss(config),
+        metrics=[build_train_metric(config)],
+    )
+    return model
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def make_callbacks(config: TrainConfig, workdir: Path) -> list[keras.callbacks.Callback]:
+    """The engine's callbacks, writing into ``workdir`` (see the module docstring)."""
+    workdir = Path(workdir)
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(
+            str(workdir / WEIGHTS_FILE), monitor="val_loss", save_best_only=True, save_weights_only=True
+        ),
+    ]
+    # Keras refuses ReduceLROnPlateau with a schedule object (the schedule owns the rate).
+    if config.lr_schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=PLATEAU_FACTOR,
+                patience=max(1, config.patience // 2),
+                min_lr=MIN_LEARNING_RATE,
+            )
+        )
+    callbacks += [
+        keras.callbacks.CSVLogger(str(workdir / HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(workdir / TENSORBOARD_DIR)),
+        # Last, so an epoch is in the CSV log before the backup counts it as done.
+        keras.callbacks.BackupAndRestore(str(workdir / BACKUP_DIR), double_checkpoint=True),
+    ]
+    return callbacks
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    """Per-epoch curves from the CSV log, which also holds the epochs of an interrupted attempt."""
+    frame = pd.read_csv(path)
+    # An epoch logged just before an interruption, but not backed up, is run again: keep its last run.
+    frame = frame.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
+    return {column: frame[column].astype(float).tolist() for column in frame.columns if column != "epoch"}
+
+
+def fit(
+    model: keras.Model,
+    train_split,
+    val_split,
+    config: TrainConfig,
+    workdir: Path,
+    *,
+    seed: int,
+    verbose: int | None = None,
+    extra_callbacks=(),
+) -> dict:
+    """Compile and train ``model`` on ``train_split``, stopping early on ``val_split``'s loss.
+
+    The splits need ``images`` and ``labels`` (``contest_study.data.Split``). Writes
+    ``best.weights.h5`` (the restored best weights), ``history.csv``,
+    ``tensorboard/`` and, while unfinished, ``backup/`` into ``workdir``; when
+    ``backup/`` is there from an interrupted call, training resumes after its last
+    finished epoch. ``verbose`` is Keras' (default 2: one line per epoch).
+
+    Returns ``{"history": {metric: [per epoch]}, "epochs_run", "wall_time_s", "params"}``;
+    ``epochs_run`` counts the epochs of an interrupted attempt too, ``wall_time_s``
+    only this call's training.
+    """
+    for split, role in ((train_split, "train_split"), (val_split, "val_split")):
+        if split.labels is None:
+            raise ValueError(f"{role} ({getattr(split, 'name', '?')}) has no labels to train on")
+        if len(split.images) == 0:
+            raise ValueError(f"{role} ({getattr(split, 'name', '?')}) has no images")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / BACKUP_DIR).exists():
+        # No interrupted attempt to resume: a log left by one that died in its first epoch is stale.
+        (workdir / HISTORY_FILE).unlink(missing_ok=True)
+    steps_per_epoch = math.ceil(len(train_split.images) / config.batch_size)
+    compile_model(model, config, steps_per_epoch=steps_per_epoch)
+    train_data = make_dataset(train_split.images, train_split.labels, config.batch_size, shuffle=True, seed=seed)
+    val_data = make_dataset(val_split.images, val_split.labels, config.batch_size, shuffle=False)
+    started = time.perf_counter()
+    model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=config.epochs,
+        shuffle=False,  # make_dataset already shuffles, seeded
+        callbacks=[*make_callbacks(config, workdir), *extra_callbacks],
+        verbose=DEFAULT_VERBOSE if verbose is None else verbose,
+    )
+    wall_time_s = time.perf_counter() - started
+    # EarlyStopping restored the best epoch's weights; saving them again makes the file
+    # match the model even when a resumed run's checkpoint forgot the earlier best.
+    model.save_weights(str(workdir / WEIGHTS_FILE))
+    history = _read_history(workdir / HISTORY_FILE)
+    epochs_run = len(next(iter(history.values()), []))
+    return {"history": history, "epochs_run": epochs_run, "wall_time_s": wall_time_s, "params": model.count_params()}
+
+
+# ----------------------------------------------------------------------------- experiments
+
+
+def _with_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """The images with ``channels`` channels: grayscale is replicated to 3 identical channels."""
+    if images.shape[-1] == channels:
+        return images
+    return np.repeat(images, channels, axis=-1)
+
+
+def _predict_splits(model: keras.Model, splits, channels: int, batch_size: int) -> list[np.ndarray | None]:
+    """Scores of every split (None for a missing or empty one), predicted in whole batches.
+
+    The splits are predicted together and padded to a multiple of the batch size:
+    a last batch of another size would make TensorFlow trace the prediction again.
+    """
+    present = [split for split in splits if split is not None and len(split)]
+    images = np.concatenate([_with_channels(split.images, channels) for split in present])
+    padding = np.zeros((-len(images) % batch_size, *images.shape[1:]), images.dtype)
+    scores = model.predict(np.concatenate([images, padding]), batch_size=batch_size, verbose=0)[: len(images)]
+    parts = iter(np.split(scores, np.cumsum([len(split) for split in present])[:-1]))
+    return [next(parts) if split is not None and len(split) else None for split in splits]
+
+
+def _checked_oracle(oracle, val, holdout) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The oracle probabilities of the full val and holdout splits, checked against them."""
+    if oracle is None:
+        return None, None
+    if not isinstance(oracle, Mapping) or not {"val", "holdout"} <= set(oracle):
+        raise ValueError("oracle must be None or a mapping with 'val' and 'holdout' probability arrays")
+    arrays = []
+    for name, split in (("val", val), ("holdout", holdout)):
+        array = np.asarray(oracle[name], dtype=np.float64)
+        if array.shape != split.labels.shape:
+            raise ValueError(f"oracle[{name!r}] has shape {array.shape}, the {name} labels {split.labels.shape}")
+        arrays.append(array)
+    return arrays[0], arrays[1]
+
+
+def _rows_for(full_ids: np.ndarray, subset_ids: np.ndarray) -> np.ndarray:
+    """Positions of ``subset_ids`` in ``full_ids`` (to carry the oracle along a subsample)."""
+    position = {image_id: row for row, image_id in enumerate(full_ids.tolist())}
+    return np.array([position[image_id] for image_id in subset_ids.tolist()], dtype=np.intp)
+
+
+def _resolve_profile(profile: Profile | str | None) -> Profile | None:
+    return get_profile(profile) if isinstance(profile, str) else profile
+
+
+def experiment_hyperparams(
+    config: TrainConfig,
+    *,
+    black_images: str = "removed",
+    input_channels: int = 1,
+    profile: Profile | str | None = None,
+) -> dict:
+    """The hyperparameters that identify a run in the registry (with the model name, data and seed)."""
+    profile = _resolve_profile(profile)
+    return {
+        **config.as_hyperparams(),
+        "black_images": black_images,
+        "input_channels": input_channels,
+        "max_train_images": profile.max_train_images if profile else None,
+        "max_eval_images": profile.max_eval_images if profile else None,
+    }
+
+
+def run_experiment(
+    registry,
+    data,
+    *,
+    model_name: str,
+    config: TrainConfig,
+    seed: int,
+    black_images: str = "removed",
+    oracle: Mapping[str, np.ndarray] | None = None,
+    force: bool = False,
+    input_channels: int = 1,
+    profile: Profile | str | None = None,
+    description: str | None = None,
+    verbose: int | None = None,
+):
+    """Train (or reuse) one network of :data:`contest_study.models.MODELS` and return its registry record.
+
+    - ``data``: a ``contest_study.data.ContestData``.
+    - ``black_images``: ``"removed"`` trains without the totally black images but one
+      (their labels are random coins); ``"kept"`` trains on all of them.
+      Validation and holdout are scored whole and without black images.
+    - ``oracle``: ``{"val": probs, "holdout": probs}`` aligned with ``data.val.ids`` and
+      ``data.holdout.ids`` (``synthetic.load_oracle``), or None for real contest data.
+    - ``input_channels``: 1, or 3 to feed grayscale replicated to three channels.
+    - ``profile``: its image caps subsample train, val and holdout (seeded); the
+      epoch cap comes from ``config`` (see :func:`config_for_profile`). The test
+      split is never subsampled: its scores go to the submission.
+    - ``force``: retrain even when the registry holds the run.
+
+    The record holds the metrics of val and holdout (``metrics.evaluate_run``),
+    ``epochs_run``, ``wall_time_s`` (build, training and prediction of every split),
+    ``params`` and ``history``; beside it are ``predictions.npz`` (val/holdout ids,
+    true labels, scores, black-image flags; test ids and scores),
+    ``best.weights.h5``, ``history.csv`` and ``tensorboard/``.
+    """
+    # Imported here, as in baselines: the loader and metrics are not needed to build or fit a model.
+    from contest_study.data import black_mask, drop_black_images, subsample
+    from contest_study.metrics import evaluate_run
+    from contest_study.registry import save_predictions
+
+    spec = get_model_spec(model_name)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if black_images not in BLACK_IMAGE_OPTIONS:
+        raise ValueError(f"black_images must be one of {', '.join(BLACK_IMAGE_OPTIONS)}, got {black_images!r}")
+    if input_channels not in INPUT_CHANNEL_OPTIONS:
+        raise ValueError(f"input_channels must be 1 or 3, got {input_channels!r}")
+    if data.channels not in (1, input_channels):
+        raise ValueError(f"input_channels={input_channels} cannot be fed from data with {data.channels} channels")
+    profile = _resolve_profile(profile)
+    oracle_val, oracle_holdout = _checked_oracle(oracle, data.val, data.holdout)
+    hyperparams = experiment_hyperparams(
+        config, black_images=black_images, input_channels=input_channels, profile=profile
+    )
+
+    def run(workdir: Path) -> dict:
+        train = drop_black_images(data.train, keep=1) if black_images == "removed" else data.train
+        val, holdout = data.val, data.holdout
+        if profile is not None:
+            train = subsample(train, profile.max_train_images, seed)
+            val = subsample(val, profile.max_eval_images, seed)
+            holdout = subsample(holdout, profile.max_eval_images, seed)
+        train, val, holdout = (
+            replace(split, images=_with_channels(split.images, input_channels)) for split in (train, val, holdout)
+        )
+        started = time.perf_counter()
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        model = spec.builder(
+            input_shape=train.images.shape[1:],
+            n_labels=len(data.label_names),
+            augment=config.augment,
+            output_activation=config.output_activation,
+            **dict(config.model_options),
+        )
+        outcome = fit(model, train, val, config, workdir, seed=seed, verbose=verbose)
+        val_score, holdout_score, test_score = _predict_splits(
+            model, [val, holdout, data.test], input_channels, config.batch_size
+        )
+        wall_time_s = time.perf_counter() - started
+
+        val_black, holdout_black = black_mask(val.images), black_mask(holdout.images)
+        predictions = {
+            "val_ids": val.ids,
+            "val_true": val.labels,
+            "val_score": val_score,
+            "val_is_black": val_black,
+            "holdout_ids": holdout.ids,
+            "holdout_true": holdout.labels,
+            "holdout_score": holdout_score,
+            "holdout_is_black": holdout_black,
+        }
+        if test_score is not None:
+            predictions.update(test_ids=data.test.ids, test_score=test_score)
+        save_predictions(workdir, **predictions)
+        oracle_scores = {}
+        if oracle_val is not None:
+            oracle_scores = {
+                "oracle_val": oracle_val[_rows_for(data.val.ids, val.ids)],
+                "oracle_holdout": oracle_holdout[_rows_for(data.holdout.ids, holdout.ids)],
+            }
+        scores = evaluate_run(
+            data.label_names,
+            val_true=val.labels,
+            val_score=val_score,
+            holdout_true=holdout.labels,
+            holdout_score=holdout_score,
+            val_black=val_black,
+            holdout_black=holdout_black,
+            **oracle_scores,
+        )
+        return {
+            "description": description or spec.description,
+            "profile": profile.name if profile else None,
+            "label_names": list(data.label_names),
+            "black_images": black_images,
+            "input_channels": input_channels,
+            "n_train_images": len(train),
+            "params": outcome["params"],
+            "epochs_run": outcome["epochs_run"],
+            "wall_time_s": wall_time_s,
+            "history": outcome["history"],
+            **scores,
+        }
+
+    return registry.fetch_or_run(
+        model=model_name,
+        family=spec.family,
+        hyperparams=hyperparams,
+        data_fingerprint=data.fingerprint,
+        seed=seed,
+        run_fn=run,
+        force=force,
+    )
