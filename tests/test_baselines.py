@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from contest_study.config import Profile
 from contest_study import baselines
 from contest_study.baselines import run_classical_baseline
 from contest_study.data import ContestData, Split
@@ -48,7 +49,13 @@ def test_record_is_complete(tmp_path, data, name):
     registry = Registry(tmp_path / "runs")
     record = run_classical_baseline(registry, data, name=name, seed=3, hyperparams=FAST[name])
     assert record.model == name and record.family == "classical"
-    assert record.hyperparams == {**baselines.DEFAULT_HYPERPARAMS[name], **FAST[name], "black_images": "removed"}
+    assert record.hyperparams == {
+        **baselines.DEFAULT_HYPERPARAMS[name],
+        **FAST[name],
+        "black_images": "removed",
+        "max_train_images": None,
+        "max_eval_images": None,
+    }
     assert record.key == Registry.make_key(name, record.hyperparams, "tiny-random", 3)
     assert record.description
     assert record.data["n_train_images"] == 90 - 12 + 1  # the black images but one are dropped
@@ -121,3 +128,14 @@ def test_black_images_kept_and_oracle(tmp_path, data):
 def test_bad_options_are_named(tmp_path, data, options, message):
     with pytest.raises(ValueError, match=message):
         run_classical_baseline(Registry(tmp_path / "runs"), data, seed=0, **options)
+
+
+def test_profile_caps_subsample_and_enter_the_key(tmp_path, data):
+    registry = Registry(tmp_path / "runs")
+    capped = Profile(name="capped", max_train_images=20, max_eval_images=15, max_epochs=1)
+    full = run_classical_baseline(registry, data, name="knn", seed=3, hyperparams=FAST["knn"])
+    small = run_classical_baseline(registry, data, name="knn", seed=3, hyperparams=FAST["knn"], profile=capped)
+    assert small.key != full.key
+    assert small.data["n_train_images"] == 20 and small.data["profile"] == "capped"
+    assert small.metrics["val"]["all"]["n_images"] == 15
+    assert small.metrics["holdout"]["all"]["n_images"] == 15

@@ -28,11 +28,12 @@ from sklearn.multioutput import MultiOutputClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 
-from contest_study.metrics import evaluate_run, positive_class_probabilities
-from contest_study.registry import Registry, RunRecord, save_predictions
+from contest_study.config import Profile
+from contest_study.evaluation import prepare_splits, resolve_profile, score_and_save, split_hyperparams
+from contest_study.metrics import positive_class_probabilities
+from contest_study.registry import Registry, RunRecord
 
 FAMILY = "classical"
-BLACK_IMAGE_OPTIONS = ("removed", "kept")
 DEFAULT_HYPERPARAMS: dict[str, dict] = {
     "knn": {"k": 25, "weights": "distance", "pca_components": 50},
     "logistic_regression": {"C": 1.0, "max_iter": 300, "pca_components": None},
@@ -76,22 +77,6 @@ def _predict(pipeline: Pipeline, images: np.ndarray) -> np.ndarray:
     return positive_class_probabilities(pipeline.predict_proba(_flatten(images)), pipeline.classes_)
 
 
-def _checked_oracle(oracle, data) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The oracle probabilities of val and holdout, checked against the splits."""
-    if oracle is None:
-        return None, None
-    if not isinstance(oracle, Mapping) or not {"val", "holdout"} <= set(oracle):
-        raise ValueError("oracle must be None or a mapping with 'val' and 'holdout' probability arrays")
-    arrays = []
-    for split_name in ("val", "holdout"):
-        array = np.asarray(oracle[split_name], dtype=np.float64)
-        expected = getattr(data, split_name).labels.shape
-        if array.shape != expected:
-            raise ValueError(f"oracle[{split_name!r}] has shape {array.shape}, the {split_name} labels {expected}")
-        arrays.append(array)
-    return arrays[0], arrays[1]
-
-
 def run_classical_baseline(
     registry: Registry,
     data,
@@ -102,6 +87,7 @@ def run_classical_baseline(
     oracle: Mapping[str, np.ndarray] | None = None,
     force: bool = False,
     hyperparams: dict | None = None,
+    profile: Profile | str | None = None,
 ) -> RunRecord:
     """Fit (or reuse) one classical baseline and return its registry record.
 
@@ -111,13 +97,11 @@ def run_classical_baseline(
     the black images. ``oracle`` holds the Bayes-optimal probabilities of the embedded
     dataset for the val and holdout splits (``{"val": ..., "holdout": ...}``, aligned
     with their ids, from ``synthetic.load_oracle``), or None. ``hyperparams`` overrides
-    entries of :data:`DEFAULT_HYPERPARAMS`; all of them, with ``black_images``, are
-    part of the registry key.
+    entries of :data:`DEFAULT_HYPERPARAMS`; all of them, with ``black_images`` and the
+    ``profile``'s image caps (see ``contest_study.evaluation``), are part of the registry key.
     """
     if name not in DEFAULT_HYPERPARAMS:
         raise ValueError(f"unknown classical baseline {name!r}; choose one of {', '.join(DEFAULT_HYPERPARAMS)}")
-    if black_images not in BLACK_IMAGE_OPTIONS:
-        raise ValueError(f"black_images must be one of {', '.join(BLACK_IMAGE_OPTIONS)}, got {black_images!r}")
     unknown = set(hyperparams or {}) - set(DEFAULT_HYPERPARAMS[name])
     if unknown:
         raise ValueError(
@@ -125,46 +109,25 @@ def run_classical_baseline(
             f"known: {', '.join(DEFAULT_HYPERPARAMS[name])}"
         )
     hp = {**DEFAULT_HYPERPARAMS[name], **(hyperparams or {})}
-    oracle_val, oracle_holdout = _checked_oracle(oracle, data)
+    key_hyperparams = {**hp, **split_hyperparams(black_images, profile)}
+    splits = prepare_splits(data, black_images=black_images, profile=profile, seed=seed, oracle=oracle)
 
     def run(workdir):
-        # Imported here: the loader pulls in image decoding the registry and metrics do not need.
-        from contest_study.data import black_mask, drop_black_images
-
-        train = drop_black_images(data.train, keep=1) if black_images == "removed" else data.train
+        train = splits.train
         started = time.perf_counter()
         pipeline = _build(name, hp, seed).fit(_flatten(train.images), train.labels)
-        val_score = _predict(pipeline, data.val.images)
-        holdout_score = _predict(pipeline, data.holdout.images)
+        val_score = _predict(pipeline, splits.val.images)
+        holdout_score = _predict(pipeline, splits.holdout.images)
         wall_time_s = time.perf_counter() - started
-
-        predictions = {
-            "val_ids": data.val.ids,
-            "val_true": data.val.labels,
-            "val_score": val_score,
-            "holdout_ids": data.holdout.ids,
-            "holdout_true": data.holdout.labels,
-            "holdout_score": holdout_score,
-        }
-        if data.test is not None and len(data.test):
-            predictions.update(test_ids=data.test.ids, test_score=_predict(pipeline, data.test.images))
-        save_predictions(workdir, **predictions)
-
-        scores = evaluate_run(
-            data.label_names,
-            val_true=data.val.labels,
-            val_score=val_score,
-            holdout_true=data.holdout.labels,
-            holdout_score=holdout_score,
-            val_black=black_mask(data.val.images),
-            holdout_black=black_mask(data.holdout.images),
-            oracle_val=oracle_val,
-            oracle_holdout=oracle_holdout,
+        test_score = _predict(pipeline, splits.test.images) if splits.test is not None else None
+        scores = score_and_save(
+            workdir, splits, val_score=val_score, holdout_score=holdout_score, test_score=test_score
         )
         return {
             "description": _describe(name, hp),
             "label_names": list(data.label_names),
             "black_images": black_images,
+            "profile": resolve_profile(profile).name if profile else None,
             "n_train_images": len(train),
             "params": _count_params(pipeline, len(train)),
             "epochs_run": None,
@@ -176,7 +139,7 @@ def run_classical_baseline(
     return registry.fetch_or_run(
         model=name,
         family=FAMILY,
-        hyperparams={**hp, "black_images": black_images},
+        hyperparams=key_hyperparams,
         data_fingerprint=data.fingerprint,
         seed=seed,
         run_fn=run,

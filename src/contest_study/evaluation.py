@@ -1,0 +1,150 @@
+"""The part every experiment shares, whatever model it trains.
+
+Every run of the study, a Keras network or a scikit-learn baseline, trains and is
+scored on the same splits built the same way (:func:`prepare_splits`), and scores
+and stores its predictions the same way (:func:`score_and_save`), so the records
+in the registry compare like with like:
+
+- training images: all black images removed but one (``black_images="removed"``,
+  the study's preprocessing) or all kept (``"kept"``, the black-image experiment);
+- the profile's image caps subsample train, validation and hold-out (seeded), and
+  are part of the registry key, so a smoke run is never reused by a default run;
+- validation and hold-out are scored whole and without their black images; the
+  per-label thresholds are tuned on validation only;
+- the oracle probabilities of the embedded dataset follow the subsample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from contest_study.config import Profile, get_profile
+from contest_study.data import Split, black_mask, drop_black_images, subsample
+from contest_study.metrics import evaluate_run
+from contest_study.registry import save_predictions
+
+BLACK_IMAGE_OPTIONS = ("removed", "kept")
+
+
+@dataclass(frozen=True)
+class ExperimentSplits:
+    """The images one experiment trains on and is scored on, with the oracle beside them."""
+
+    label_names: list[str]
+    train: Split
+    val: Split
+    holdout: Split
+    test: Split | None
+    oracle_val: np.ndarray | None
+    oracle_holdout: np.ndarray | None
+
+
+def resolve_profile(profile: Profile | str | None) -> Profile | None:
+    return get_profile(profile) if isinstance(profile, str) else profile
+
+
+def split_hyperparams(black_images: str, profile: Profile | str | None) -> dict:
+    """The part of a run's registry key that says which images it saw."""
+    if black_images not in BLACK_IMAGE_OPTIONS:
+        raise ValueError(f"black_images must be one of {', '.join(BLACK_IMAGE_OPTIONS)}, got {black_images!r}")
+    profile = resolve_profile(profile)
+    return {
+        "black_images": black_images,
+        "max_train_images": profile.max_train_images if profile else None,
+        "max_eval_images": profile.max_eval_images if profile else None,
+    }
+
+
+def _checked_oracle(oracle: Mapping[str, np.ndarray] | None, split_name: str, split: Split) -> np.ndarray | None:
+    if oracle is None:
+        return None
+    if not isinstance(oracle, Mapping) or not {"val", "holdout"} <= set(oracle):
+        raise ValueError("oracle must be None or a mapping with 'val' and 'holdout' probability arrays")
+    array = np.asarray(oracle[split_name], dtype=np.float64)
+    if array.shape != split.labels.shape:
+        raise ValueError(f"oracle[{split_name!r}] has shape {array.shape}, the {split_name} labels {split.labels.shape}")
+    return array
+
+
+def _rows_for(full_ids: np.ndarray, subset_ids: np.ndarray) -> np.ndarray:
+    """Positions of ``subset_ids`` in ``full_ids`` (to carry the oracle along a subsample)."""
+    position = {image_id: row for row, image_id in enumerate(full_ids.tolist())}
+    return np.array([position[image_id] for image_id in subset_ids.tolist()], dtype=np.intp)
+
+
+def prepare_splits(
+    data,
+    *,
+    black_images: str = "removed",
+    profile: Profile | str | None = None,
+    seed: int,
+    oracle: Mapping[str, np.ndarray] | None = None,
+) -> ExperimentSplits:
+    """The training, validation and hold-out images of one experiment (see the module docstring).
+
+    ``data`` is a ``contest_study.data.ContestData``; ``oracle`` is ``{"val": probs,
+    "holdout": probs}`` aligned with ``data.val.ids`` and ``data.holdout.ids``, or None.
+    """
+    split_hyperparams(black_images, profile)  # validates black_images
+    profile = resolve_profile(profile)
+    oracle_val = _checked_oracle(oracle, "val", data.val)
+    oracle_holdout = _checked_oracle(oracle, "holdout", data.holdout)
+    train = drop_black_images(data.train, keep=1) if black_images == "removed" else data.train
+    val, holdout = data.val, data.holdout
+    if profile is not None:
+        train = subsample(train, profile.max_train_images, seed)
+        val = subsample(val, profile.max_eval_images, seed)
+        holdout = subsample(holdout, profile.max_eval_images, seed)
+    return ExperimentSplits(
+        label_names=list(data.label_names),
+        train=train,
+        val=val,
+        holdout=holdout,
+        # The test split is never subsampled: its scores go to the submission.
+        test=data.test if data.test is not None and len(data.test) else None,
+        oracle_val=None if oracle_val is None else oracle_val[_rows_for(data.val.ids, val.ids)],
+        oracle_holdout=None if oracle_holdout is None else oracle_holdout[_rows_for(data.holdout.ids, holdout.ids)],
+    )
+
+
+def score_and_save(
+    workdir,
+    splits: ExperimentSplits,
+    *,
+    val_score: np.ndarray,
+    holdout_score: np.ndarray,
+    test_score: np.ndarray | None = None,
+) -> dict:
+    """Write ``predictions.npz`` into the run's ``workdir`` and return the record's scores.
+
+    The result holds ``thresholds`` (tuned on validation), ``metrics`` (validation and
+    hold-out, all images and non-black ones) and ``oracle`` (same nesting, or None).
+    """
+    val_black, holdout_black = black_mask(splits.val.images), black_mask(splits.holdout.images)
+    predictions = {
+        "val_ids": splits.val.ids,
+        "val_true": splits.val.labels,
+        "val_score": val_score,
+        "val_is_black": val_black,
+        "holdout_ids": splits.holdout.ids,
+        "holdout_true": splits.holdout.labels,
+        "holdout_score": holdout_score,
+        "holdout_is_black": holdout_black,
+    }
+    if test_score is not None and splits.test is not None:
+        predictions.update(test_ids=splits.test.ids, test_score=test_score)
+    save_predictions(workdir, **predictions)
+    return evaluate_run(
+        splits.label_names,
+        val_true=splits.val.labels,
+        val_score=val_score,
+        holdout_true=splits.holdout.labels,
+        holdout_score=holdout_score,
+        val_black=val_black,
+        holdout_black=holdout_black,
+        oracle_val=splits.oracle_val,
+        oracle_holdout=splits.oracle_holdout,
+    )
