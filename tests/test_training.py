@@ -353,7 +353,14 @@ def test_same_seed_same_metrics(contest, tmp_path):
         np.testing.assert_allclose(second.data["history"][name], values, atol=1e-5)
 
 
-def test_kept_black_images_and_three_channels_are_other_runs(contest, tmp_path):
+def test_kept_black_images_and_three_channels_are_other_runs(contest, tmp_path, monkeypatch):
+    monitored = []
+
+    def watching_fit(model, train_split, val_split, *args, **kwargs):
+        monitored.append(black_mask(val_split.images).sum())
+        return fit(model, train_split, val_split, *args, **kwargs)
+
+    monkeypatch.setattr(training, "fit", watching_fit)
     registry = Registry(tmp_path / "runs")
     removed = run_experiment(registry, contest, model_name="cnn_1a", config=TINY, seed=0, verbose=0)
     kept = run_experiment(registry, contest, model_name="cnn_1a", config=TINY, seed=0, black_images="kept", verbose=0)
@@ -361,6 +368,12 @@ def test_kept_black_images_and_three_channels_are_other_runs(contest, tmp_path):
     n_black = int(black_mask(contest.train.images).sum())
     assert kept.data["n_train_images"] == len(contest.train)
     assert removed.data["n_train_images"] == len(contest.train) - n_black + 1  # one black image is kept
+    # Early stopping watches validation images of the kind trained on; scores cover all of them.
+    n_val_black = int(black_mask(contest.val.images).sum())
+    assert monitored == [0, n_val_black]
+    assert removed.data["n_monitored_val_images"] == len(contest.val) - n_val_black
+    assert kept.data["n_monitored_val_images"] == len(contest.val)
+    assert removed.metrics["val"]["all"]["n_images"] == kept.metrics["val"]["all"]["n_images"] == len(contest.val)
     rgb = run_experiment(registry, contest, model_name="cnn_1a", config=TINY, seed=0, input_channels=3, verbose=0)
     assert rgb.hyperparams["input_channels"] == 3 and rgb.data["input_channels"] == 3
     assert rgb.predictions()["holdout_score"].shape == (len(contest.holdout), 3)

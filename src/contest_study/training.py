@@ -425,8 +425,9 @@ def run_experiment(
 
     - ``data``: a ``contest_study.data.ContestData``.
     - ``black_images``: ``"removed"`` trains without the totally black images but one
-      (their labels are random coins); ``"kept"`` trains on all of them.
-      Validation and holdout are scored whole and without black images.
+      (their labels are random coins) and early-stops on the validation images that
+      are not black; ``"kept"`` trains and early-stops on all of them. Validation and
+      holdout are scored whole and without black images either way.
     - ``oracle``: ``{"val": probs, "holdout": probs}`` aligned with ``data.val.ids`` and
       ``data.holdout.ids`` (``synthetic.load_oracle``), or None for real contest data.
     - ``input_channels``: 1, or 3 to feed grayscale replicated to three channels.
@@ -481,7 +482,12 @@ def run_experiment(
             output_activation=config.output_activation,
             **dict(config.model_options),
         )
-        outcome = fit(model, train, val, config, workdir, seed=seed, verbose=verbose)
+        # The callbacks watch the validation images of the kind the network trains on: with
+        # black images removed, the loss on the validation's black third only measures the
+        # arbitrary score the network gives an input it never learnt, and would swing early
+        # stopping, checkpointing and the learning rate by itself.
+        monitored = drop_black_images(val, keep=0) if black_images == "removed" else val
+        outcome = fit(model, train, monitored, config, workdir, seed=seed, verbose=verbose)
         val_score, holdout_score, test_score = _predict_splits(
             model, [val, holdout, data.test], input_channels, config.batch_size
         )
@@ -524,6 +530,7 @@ def run_experiment(
             "black_images": black_images,
             "input_channels": input_channels,
             "n_train_images": len(train),
+            "n_monitored_val_images": len(monitored),
             "params": outcome["params"],
             "epochs_run": outcome["epochs_run"],
             "wall_time_s": wall_time_s,
