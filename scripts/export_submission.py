@@ -4,7 +4,7 @@
         [--name FAMILY_FIRST] [--out DIR] [--notebooks 01 03_name ...] [--force-retrain]
         [--skip-execution]
 
-Relative paths are taken from the repository root. The work itself is done by
+Relative paths are taken from the current directory. The work itself is done by
 :mod:`contest_study.export`; this is its command-line front end.
 """
 
@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from contest_study.config import PROFILE_NAMES, SUBMISSION_NAME, default_workdir
+from contest_study.config import PROFILE_NAMES, SUBMISSION_NAME, default_workdir, repository_root
 from contest_study.export import (
     SUBMISSION_NAME_RULE,
     ExportError,
@@ -35,7 +35,7 @@ def _submission_name(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Sync, execute and zip the study notebooks into the submission archive.",
-        epilog="Relative paths are resolved against the repository root.",
+        epilog="Relative paths are resolved against the current directory.",
     )
     parser.add_argument(
         "--data-dir",
@@ -63,18 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="retrain instead of reusing finished runs of the results registry (STUDY_FORCE_RETRAIN=1)",
     )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="folder receiving data, cache, registry, figures and build/ (default: STUDY_WORKDIR or the repository)",
+    )
     parser.add_argument("--skip-execution", action="store_true", help="only sync the notebooks and build the zip")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    root = default_workdir()
+    root = repository_root()
+    if root is None:
+        print("error: run this script from the project repository (no pyproject.toml above the package)", file=sys.stderr)
+        return 1
+    workdir = args.workdir.expanduser().resolve() if args.workdir else default_workdir()
     try:
         export_submission(
-            ProjectLayout(root),
+            ProjectLayout(root, workdir),
             name=args.name,
-            out_dir=root / args.out.expanduser(),
+            out_dir=args.out.expanduser().resolve(),
             profile=args.profile,
             data_dir=args.data_dir,
             seed=args.seed,

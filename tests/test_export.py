@@ -402,6 +402,13 @@ def test_failing_notebook_is_named_and_its_partial_copy_kept(project):
     assert failing.read_bytes() == before
 
 
+def _point_script_at(project, monkeypatch):
+    """The script exports the repository it lives in; here, the mini-project stands in for it."""
+    monkeypatch.setattr(SCRIPT, "repository_root", lambda: project.root)
+    monkeypatch.setenv("STUDY_WORKDIR", str(project.root))
+    monkeypatch.chdir(project.root)  # relative paths are taken from the current directory
+
+
 def test_command_line_runs_syncs_and_zips_a_mini_project(project, tmp_path, monkeypatch, capsys):
     # The notebook records what it sees: the STUDY_* parameters and its working folder.
     probe = _notebook(
@@ -415,7 +422,7 @@ def test_command_line_runs_syncs_and_zips_a_mini_project(project, tmp_path, monk
     nbformat.write(probe, project.notebooks_dir / "02_probe.ipynb")
     data_dir = project.root / "contest_data"
     data_dir.mkdir()
-    monkeypatch.setenv("STUDY_WORKDIR", str(project.root))
+    _point_script_at(project, monkeypatch)
     monkeypatch.setenv("STUDY_FORCE_RETRAIN", "1")  # stale shell value: must not reach the kernel
     source_before = (project.notebooks_dir / "02_probe.ipynb").read_bytes()
 
@@ -444,7 +451,7 @@ def test_command_line_runs_syncs_and_zips_a_mini_project(project, tmp_path, monk
 
 
 def test_command_line_skip_execution_uses_embedded_data_only_when_running(project, monkeypatch, capsys):
-    monkeypatch.setenv("STUDY_WORKDIR", str(project.root))
+    _point_script_at(project, monkeypatch)
     calls = []
     fake = types.ModuleType("contest_study.synthetic")
     fake.ensure_dataset = lambda path: calls.append(path) or path
@@ -468,13 +475,13 @@ def test_default_data_dir_is_the_embedded_dataset(tmp_path, monkeypatch):
 
 
 def test_missing_data_dir_is_reported(project, monkeypatch, capsys):
-    monkeypatch.setenv("STUDY_WORKDIR", str(project.root))
+    _point_script_at(project, monkeypatch)
     assert SCRIPT.main(["--data-dir", "no_such_folder"]) == 1
     assert "--data-dir" in capsys.readouterr().err
 
 
 def test_sync_conflict_stops_the_command_before_execution(project, monkeypatch, capsys):
-    monkeypatch.setenv("STUDY_WORKDIR", str(project.root))
+    _point_script_at(project, monkeypatch)
     (project.twins_dir / "01_tiny.py").write_text("# %%\ndifferent = True\n")
     assert SCRIPT.main(["--data-dir", "."]) == 1
     err = capsys.readouterr().err

@@ -60,7 +60,7 @@ def get_profile(name: str) -> Profile:
         ) from None
 
 
-def _repository_root() -> Path | None:
+def repository_root() -> Path | None:
     """The git checkout holding this package, when it is installed from one (src layout)."""
     candidate = Path(__file__).resolve().parents[2]
     return candidate if (candidate / "pyproject.toml").is_file() else None
@@ -75,7 +75,7 @@ def default_workdir() -> Path:
     env = os.environ.get("STUDY_WORKDIR")
     if env:
         return Path(env).expanduser().resolve()
-    return _repository_root() or Path.cwd().resolve()
+    return repository_root() or Path.cwd().resolve()
 
 
 @dataclass(frozen=True)

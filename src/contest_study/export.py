@@ -99,9 +99,19 @@ class ZipCheckError(ExportError):
 
 @dataclass(frozen=True)
 class ProjectLayout:
-    """Where the export reads and writes, all below one root (the repository)."""
+    """Where the export reads (``root``: the repository) and writes (``workdir``).
+
+    ``workdir`` receives the executed notebooks and the report, and is the
+    ``STUDY_WORKDIR`` of the notebooks (data, cache, registry, figures); it is the
+    repository itself unless told otherwise (tests run the study in a scratch folder).
+    """
 
     root: Path
+    workdir: Path | None = None
+
+    @property
+    def output_root(self) -> Path:
+        return self.workdir or self.root
 
     @property
     def notebooks_dir(self) -> Path:
@@ -126,7 +136,7 @@ class ProjectLayout:
 
     @property
     def executed_dir(self) -> Path:
-        return self.root / "build" / "notebooks"
+        return self.output_root / "build" / "notebooks"
 
     @property
     def readme(self) -> Path:
@@ -134,7 +144,8 @@ class ProjectLayout:
 
     @property
     def report_files(self) -> tuple[Path, ...]:
-        return (self.root / "build" / "report" / "report.pdf", self.root / "build" / "report" / "report.html")
+        report_dir = self.output_root / "build" / "report"
+        return (report_dir / "report.pdf", report_dir / "report.html")
 
 
 @dataclass(frozen=True)
@@ -518,7 +529,7 @@ def resolve_data_dir(data_dir: Path | None, workdir: Path) -> Path:
         embedded = workdir / "data" / "embedded"
         _say(f"data: embedded dataset at {embedded} (generated when missing)")
         return Path(ensure_dataset(embedded)).resolve()
-    data_dir = (workdir / Path(data_dir).expanduser()).resolve()
+    data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.is_dir():
         raise ExportError(f"--data-dir {data_dir}: no such folder")
     return data_dir
@@ -626,8 +637,8 @@ def export_submission(
         selected = select_notebooks(pairs, notebooks)
         env = study_environment(
             profile=profile,
-            data_dir=resolve_data_dir(data_dir, layout.root),
-            workdir=layout.root,
+            data_dir=resolve_data_dir(data_dir, layout.output_root),
+            workdir=layout.output_root,
             seed=seed,
             force_retrain=force_retrain,
         )
