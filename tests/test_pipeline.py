@@ -1,0 +1,113 @@
+"""The whole study on the smoke profile: the real notebooks, the real export, the real zip.
+
+These tests run every notebook of the repository headlessly on a tiny embedded
+dataset, in a scratch work folder (the repository's figures/ and runs/ are not
+touched), then check what a user relies on: the zip's content, the figures, the
+registry, that a second run trains nothing, and that the zipped scripts run on
+their own from the unzipped folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from contest_study.config import SUBMISSION_NAME
+from contest_study.synthetic import generate_dataset
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPOSITORY / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+_spec = importlib.util.spec_from_file_location("export_submission", REPOSITORY / "scripts" / "export_submission.py")
+SCRIPT = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(SCRIPT)
+
+
+def _cells(notebook) -> list[tuple[str, str]]:
+    return [(cell.cell_type, cell.source.strip()) for cell in notebook.cells]
+
+
+@pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_every_notebook_is_in_sync_with_its_py_twin(ipynb):
+    twin = REPOSITORY / SUBMISSION_NAME / f"{ipynb.stem}.py"
+    assert twin.is_file(), f"{ipynb.name} has no twin {twin}"
+    assert _cells(jupytext.read(ipynb)) == _cells(jupytext.read(twin)), f"{ipynb.name} and {twin.name} differ"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke export of the real repository on a tiny embedded dataset."""
+    root = tmp_path_factory.mktemp("smoke")
+    data_dir = generate_dataset(root / "data", n_labelled=150, n_test=30, seed=5)
+    workdir, out_dir = root / "work", root / "dist"
+    status = SCRIPT.main(
+        ["--profile", "smoke", "--data-dir", str(data_dir), "--workdir", str(workdir), "--out", str(out_dir)]
+    )
+    assert status == 0
+    return {"data_dir": Path(data_dir), "workdir": workdir, "zip": out_dir / f"{SUBMISSION_NAME}.zip"}
+
+
+def test_zip_holds_the_py_twins_and_the_package_only(smoke_run):
+    with zipfile.ZipFile(smoke_run["zip"]) as archive:
+        names = archive.namelist()
+    code = [name for name in names if name.startswith(f"{SUBMISSION_NAME}/")]
+    assert {f"{SUBMISSION_NAME}/{path.stem}.py" for path in NOTEBOOKS} <= set(code)
+    assert f"{SUBMISSION_NAME}/contest_study/data.py" in code
+    assert all(name.endswith(".py") for name in code)
+    assert set(names) - set(code) <= {"README.md", "report.pdf", "report.html"}
+
+
+def test_figures_and_registry_entries_are_written(smoke_run):
+    figures = {path.name for path in (smoke_run["workdir"] / "figures").glob("*.png")}
+    assert {"01_label_balance.png", "02_cnn_per_class_ap.png", "04_fully_connected_per_class_ap.png"} <= figures
+    records = [json.loads(path.read_text()) for path in (smoke_run["workdir"] / "runs").glob("*/record.json")]
+    families = {record["family"] for record in records}
+    assert {"cnn", "rnn", "fully_connected", "classical"} <= families
+    for record in records:
+        assert record["metrics"]["holdout"]["all"]["map"] is not None
+        assert record["oracle"] is not None  # the embedded dataset has an oracle
+
+
+def test_second_run_trains_nothing(smoke_run):
+    records = sorted((smoke_run["workdir"] / "runs").glob("*/record.json"))
+    before = {path: path.stat().st_mtime_ns for path in records}
+    status = SCRIPT.main(
+        ["--profile", "smoke", "--data-dir", str(smoke_run["data_dir"]), "--workdir", str(smoke_run["workdir"]),
+         "--out", str(smoke_run["zip"].parent), "--notebooks", "02", "04"]
+    )
+    assert status == 0
+    after = sorted((smoke_run["workdir"] / "runs").glob("*/record.json"))
+    assert after == records
+    assert {path: path.stat().st_mtime_ns for path in after} == before
+
+
+def test_zipped_scripts_run_from_the_unzipped_folder(smoke_run, tmp_path):
+    with zipfile.ZipFile(smoke_run["zip"]) as archive:
+        archive.extractall(tmp_path)
+    folder = tmp_path / SUBMISSION_NAME
+    env = {
+        **os.environ,
+        "STUDY_PROFILE": "smoke",
+        "STUDY_DATA_DIR": str(smoke_run["data_dir"]),
+        "STUDY_WORKDIR": str(tmp_path / "work"),
+        "MPLBACKEND": "Agg",
+    }
+    # -I: no PYTHONPATH, no current folder on sys.path; the script puts the unzipped folder
+    # first so that its own contest_study, not the installed one, is imported (asserted).
+    result = subprocess.run(
+        [sys.executable, "-I", "-c",
+         "import runpy, sys; sys.path.insert(0, '.'); import contest_study; "
+         "assert contest_study.__file__.startswith(sys.argv[1]), contest_study.__file__; "
+         "runpy.run_path('01_data_analysis.py', run_name='__main__')", str(folder)],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "work" / "figures" / "01_label_balance.png").is_file()
