@@ -33,13 +33,15 @@ import pandas as pd
 import tensorflow as tf
 
 from contest_study.config import Profile, get_profile
+from contest_study.data import drop_black_images
+from contest_study.evaluation import prepare_splits, resolve_profile, score_and_save, split_hyperparams
 from contest_study.models import OUTPUT_ACTIVATIONS, get_model_spec
+from contest_study.registry import RunRecord
 
 OPTIMIZERS = ("adam", "sgd")
 LOSSES = ("binary_crossentropy", "categorical_crossentropy")
 TRAIN_METRICS = ("accuracy", "f1")
 LR_SCHEDULES = ("constant", "exponential", "warmup_decay", "plateau")
-BLACK_IMAGE_OPTIONS = ("removed", "kept")
 INPUT_CHANNEL_OPTIONS = (1, 3)
 
 # Learning-rate schedules, per epoch so that they mean the same at any dataset size.
@@ -363,31 +365,6 @@ def _predict_splits(model: keras.Model, splits, channels: int, batch_size: int) 
     return [next(parts) if split is not None and len(split) else None for split in splits]
 
 
-def _checked_oracle(oracle, val, holdout) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The oracle probabilities of the full val and holdout splits, checked against them."""
-    if oracle is None:
-        return None, None
-    if not isinstance(oracle, Mapping) or not {"val", "holdout"} <= set(oracle):
-        raise ValueError("oracle must be None or a mapping with 'val' and 'holdout' probability arrays")
-    arrays = []
-    for name, split in (("val", val), ("holdout", holdout)):
-        array = np.asarray(oracle[name], dtype=np.float64)
-        if array.shape != split.labels.shape:
-            raise ValueError(f"oracle[{name!r}] has shape {array.shape}, the {name} labels {split.labels.shape}")
-        arrays.append(array)
-    return arrays[0], arrays[1]
-
-
-def _rows_for(full_ids: np.ndarray, subset_ids: np.ndarray) -> np.ndarray:
-    """Positions of ``subset_ids`` in ``full_ids`` (to carry the oracle along a subsample)."""
-    position = {image_id: row for row, image_id in enumerate(full_ids.tolist())}
-    return np.array([position[image_id] for image_id in subset_ids.tolist()], dtype=np.intp)
-
-
-def _resolve_profile(profile: Profile | str | None) -> Profile | None:
-    return get_profile(profile) if isinstance(profile, str) else profile
-
-
 def experiment_hyperparams(
     config: TrainConfig,
     *,
@@ -396,13 +373,10 @@ def experiment_hyperparams(
     profile: Profile | str | None = None,
 ) -> dict:
     """The hyperparameters that identify a run in the registry (with the model name, data and seed)."""
-    profile = _resolve_profile(profile)
     return {
         **config.as_hyperparams(),
-        "black_images": black_images,
+        **split_hyperparams(black_images, profile),
         "input_channels": input_channels,
-        "max_train_images": profile.max_train_images if profile else None,
-        "max_eval_images": profile.max_eval_images if profile else None,
     }
 
 
@@ -420,7 +394,7 @@ def run_experiment(
     profile: Profile | str | None = None,
     description: str | None = None,
     verbose: int | None = None,
-):
+) -> RunRecord:
     """Train (or reuse) one network of :data:`contest_study.models.MODELS` and return its registry record.
 
     - ``data``: a ``contest_study.data.ContestData``.
@@ -436,97 +410,59 @@ def run_experiment(
       split is never subsampled: its scores go to the submission.
     - ``force``: retrain even when the registry holds the run.
 
-    The record holds the metrics of val and holdout (``metrics.evaluate_run``),
+    The splits and the scores are built by :mod:`contest_study.evaluation`, as for the
+    classical baselines, so every record compares like with like. The record holds the
+    metrics of val and holdout (``metrics.evaluate_run``),
     ``epochs_run``, ``wall_time_s`` (build, training and prediction of every split),
     ``params`` and ``history``; beside it are ``predictions.npz`` (val/holdout ids,
     true labels, scores, black-image flags; test ids and scores),
     ``best.weights.h5``, ``history.csv`` and ``tensorboard/``.
     """
-    # Imported here, as in baselines: the loader and metrics are not needed to build or fit a model.
-    from contest_study.data import black_mask, drop_black_images, subsample
-    from contest_study.metrics import evaluate_run
-    from contest_study.registry import save_predictions
-
     spec = get_model_spec(model_name)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if black_images not in BLACK_IMAGE_OPTIONS:
-        raise ValueError(f"black_images must be one of {', '.join(BLACK_IMAGE_OPTIONS)}, got {black_images!r}")
     if input_channels not in INPUT_CHANNEL_OPTIONS:
         raise ValueError(f"input_channels must be 1 or 3, got {input_channels!r}")
     if data.channels not in (1, input_channels):
         raise ValueError(f"input_channels={input_channels} cannot be fed from data with {data.channels} channels")
-    profile = _resolve_profile(profile)
-    oracle_val, oracle_holdout = _checked_oracle(oracle, data.val, data.holdout)
+    profile = resolve_profile(profile)
     hyperparams = experiment_hyperparams(
         config, black_images=black_images, input_channels=input_channels, profile=profile
     )
+    splits = prepare_splits(data, black_images=black_images, profile=profile, seed=seed, oracle=oracle)
 
     def run(workdir: Path) -> dict:
-        train = drop_black_images(data.train, keep=1) if black_images == "removed" else data.train
-        val, holdout = data.val, data.holdout
-        if profile is not None:
-            train = subsample(train, profile.max_train_images, seed)
-            val = subsample(val, profile.max_eval_images, seed)
-            holdout = subsample(holdout, profile.max_eval_images, seed)
         train, val, holdout = (
-            replace(split, images=_with_channels(split.images, input_channels)) for split in (train, val, holdout)
-        )
-        started = time.perf_counter()
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(seed)
-        model = spec.builder(
-            input_shape=train.images.shape[1:],
-            n_labels=len(data.label_names),
-            augment=config.augment,
-            output_activation=config.output_activation,
-            **dict(config.model_options),
+            replace(split, images=_with_channels(split.images, input_channels))
+            for split in (splits.train, splits.val, splits.holdout)
         )
         # The callbacks watch the validation images of the kind the network trains on: with
         # black images removed, the loss on the validation's black third only measures the
         # arbitrary score the network gives an input it never learnt, and would swing early
         # stopping, checkpointing and the learning rate by itself.
         monitored = drop_black_images(val, keep=0) if black_images == "removed" else val
+        started = time.perf_counter()
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        model = spec.builder(
+            input_shape=train.images.shape[1:],
+            n_labels=len(splits.label_names),
+            augment=config.augment,
+            output_activation=config.output_activation,
+            **dict(config.model_options),
+        )
         outcome = fit(model, train, monitored, config, workdir, seed=seed, verbose=verbose)
         val_score, holdout_score, test_score = _predict_splits(
-            model, [val, holdout, data.test], input_channels, config.batch_size
+            model, [val, holdout, splits.test], input_channels, config.batch_size
         )
         wall_time_s = time.perf_counter() - started
-
-        val_black, holdout_black = black_mask(val.images), black_mask(holdout.images)
-        predictions = {
-            "val_ids": val.ids,
-            "val_true": val.labels,
-            "val_score": val_score,
-            "val_is_black": val_black,
-            "holdout_ids": holdout.ids,
-            "holdout_true": holdout.labels,
-            "holdout_score": holdout_score,
-            "holdout_is_black": holdout_black,
-        }
-        if test_score is not None:
-            predictions.update(test_ids=data.test.ids, test_score=test_score)
-        save_predictions(workdir, **predictions)
-        oracle_scores = {}
-        if oracle_val is not None:
-            oracle_scores = {
-                "oracle_val": oracle_val[_rows_for(data.val.ids, val.ids)],
-                "oracle_holdout": oracle_holdout[_rows_for(data.holdout.ids, holdout.ids)],
-            }
-        scores = evaluate_run(
-            data.label_names,
-            val_true=val.labels,
-            val_score=val_score,
-            holdout_true=holdout.labels,
-            holdout_score=holdout_score,
-            val_black=val_black,
-            holdout_black=holdout_black,
-            **oracle_scores,
+        scores = score_and_save(
+            workdir, splits, val_score=val_score, holdout_score=holdout_score, test_score=test_score
         )
         return {
             "description": description or spec.description,
             "profile": profile.name if profile else None,
-            "label_names": list(data.label_names),
+            "label_names": splits.label_names,
             "black_images": black_images,
             "input_channels": input_channels,
             "n_train_images": len(train),
