@@ -438,6 +438,10 @@ def study_environment(*, profile: str, data_dir: Path, workdir: Path, seed: int,
         "STUDY_DATA_DIR": str(data_dir),
         "STUDY_WORKDIR": str(workdir),
         "STUDY_SEED": str(seed),
+        # Training prints one line per epoch to this terminal (the notebook keeps Keras' display).
+        "STUDY_TERMINAL_PROGRESS": "1",
+        # TensorFlow's C++ start-up notices would otherwise flood the terminal once per notebook.
+        "TF_CPP_MIN_LOG_LEVEL": "1",
     }
     if force_retrain:
         env["STUDY_FORCE_RETRAIN"] = "1"

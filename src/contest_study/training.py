@@ -22,6 +22,8 @@ returns the stored record without training.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -53,6 +55,7 @@ PLATEAU_FACTOR = 0.5
 MIN_LEARNING_RATE = 1e-5
 SGD_MOMENTUM = 0.9
 
+TERMINAL_PROGRESS_ENV = "STUDY_TERMINAL_PROGRESS"
 WEIGHTS_FILE = "best.weights.h5"
 HISTORY_FILE = "history.csv"
 TENSORBOARD_DIR = "tensorboard"
@@ -250,6 +253,25 @@ def compile_model(model: keras.Model, config: TrainConfig, *, steps_per_epoch: i
 # ----------------------------------------------------------------------------- fit
 
 
+class TerminalProgress(keras.callbacks.Callback):
+    """One line per epoch on the terminal of ``scripts/export_submission.py``.
+
+    A notebook executed headlessly keeps Keras' own display in its outputs, so the
+    terminal would stay silent for the many minutes a study trains. The kernel's
+    original stderr (``sys.__stderr__``) is that terminal; the export sets
+    ``STUDY_TERMINAL_PROGRESS=1`` to ask for these lines.
+    """
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        scores = " ".join(f"{name} {value:.4f}" for name, value in logs.items() if "loss" in name)
+        print(f"    {self.model.name} epoch {epoch + 1}/{self.epochs}: {scores}", file=sys.__stderr__, flush=True)
+
+
 def make_callbacks(config: TrainConfig, workdir: Path) -> list[keras.callbacks.Callback]:
     """The engine's callbacks, writing into ``workdir`` (see the module docstring)."""
     workdir = Path(workdir)
@@ -275,6 +297,8 @@ def make_callbacks(config: TrainConfig, workdir: Path) -> list[keras.callbacks.C
         # Last, so an epoch is in the CSV log before the backup counts it as done.
         keras.callbacks.BackupAndRestore(str(workdir / BACKUP_DIR), double_checkpoint=True),
     ]
+    if os.environ.get(TERMINAL_PROGRESS_ENV) == "1":
+        callbacks.append(TerminalProgress(config.epochs))
     return callbacks
 
 
@@ -441,6 +465,8 @@ def run_experiment(
         # arbitrary score the network gives an input it never learnt, and would swing early
         # stopping, checkpointing and the learning rate by itself.
         monitored = drop_black_images(val, keep=0) if black_images == "removed" else val
+        if os.environ.get(TERMINAL_PROGRESS_ENV) == "1":
+            print(f"  training {model_name} on {len(train)} images ({workdir.name})", file=sys.__stderr__, flush=True)
         started = time.perf_counter()
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
