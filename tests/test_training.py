@@ -300,7 +300,7 @@ def test_run_experiment_stores_a_complete_record_and_reuses_it(contest, tmp_path
     assert data["epochs_run"] == 1 and data["wall_time_s"] > 0
     assert data["params"] == training.get_model_spec("cnn_1a").builder().count_params()
     assert set(data["history"]) >= {"loss", "val_loss"}
-    assert record.hyperparams == experiment_hyperparams(TINY, profile=caps)
+    assert record.hyperparams == experiment_hyperparams(TINY, model_name="cnn_1a", profile=caps)
     for split in ("val", "holdout"):
         for subset in ("all", "non_black"):
             scores = record.metrics[split][subset]
@@ -404,3 +404,11 @@ def test_oracle_of_the_wrong_size_is_refused(contest, tmp_path):
     oracle["holdout"] = oracle["holdout"][:-1]
     with pytest.raises(ValueError, match="oracle\\['holdout'\\]"):
         run_experiment(Registry(tmp_path), contest, model_name="fc_3a", config=TINY, seed=0, oracle=oracle)
+
+
+def test_architecture_fingerprint_is_stable_and_follows_the_network():
+    config = TrainConfig()
+    first = training.architecture_fingerprint("cnn_1a", config)
+    assert training.architecture_fingerprint("cnn_1a", config) == first
+    assert training.architecture_fingerprint("cnn_1b", config) != first
+    assert training.architecture_fingerprint("cnn_1a", TrainConfig(model_options={"dropout": 0.1})) != first

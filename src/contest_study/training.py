@@ -21,6 +21,7 @@ returns the stored record without training.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
@@ -389,19 +390,50 @@ def _predict_splits(model: keras.Model, splits, channels: int, batch_size: int) 
     return [next(parts) if split is not None and len(split) else None for split in splits]
 
 
+def architecture_fingerprint(model_name: str, config: TrainConfig, input_shape=(64, 64, 1), n_labels: int = 3) -> str:
+    """A short hash of the network ``model_name`` builds with ``config`` (its Keras config).
+
+    Part of every run's registry key, so a change to an architecture's code never
+    reuses runs of the old one.
+    """
+    keras.backend.clear_session()  # resets the layer-name counters that appear in the config
+    model = get_model_spec(model_name).builder(
+        input_shape=tuple(input_shape),
+        n_labels=n_labels,
+        augment=config.augment,
+        output_activation=config.output_activation,
+        **dict(config.model_options),
+    )
+    fingerprint = hashlib.sha256(model.to_json().encode()).hexdigest()[:12]
+    keras.backend.clear_session()
+    return fingerprint
+
+
 def experiment_hyperparams(
     config: TrainConfig,
     *,
+    model_name: str | None = None,
+    image_shape=(64, 64),
+    n_labels: int = 3,
     black_images: str = "removed",
     input_channels: int = 1,
     profile: Profile | str | None = None,
 ) -> dict:
-    """The hyperparameters that identify a run in the registry (with the model name, data and seed)."""
-    return {
+    """The hyperparameters that identify a run in the registry (with the model name, data and seed).
+
+    With ``model_name``, the architecture's fingerprint (:func:`architecture_fingerprint`)
+    is part of them, as in :func:`run_experiment`.
+    """
+    hyperparams = {
         **config.as_hyperparams(),
         **split_hyperparams(black_images, profile),
         "input_channels": input_channels,
     }
+    if model_name is not None:
+        hyperparams["architecture"] = architecture_fingerprint(
+            model_name, config, (*image_shape, input_channels), n_labels
+        )
+    return hyperparams
 
 
 def run_experiment(
@@ -451,7 +483,13 @@ def run_experiment(
         raise ValueError(f"input_channels={input_channels} cannot be fed from data with {data.channels} channels")
     profile = resolve_profile(profile)
     hyperparams = experiment_hyperparams(
-        config, black_images=black_images, input_channels=input_channels, profile=profile
+        config,
+        model_name=model_name,
+        image_shape=data.train.images.shape[1:3],
+        n_labels=len(data.label_names),
+        black_images=black_images,
+        input_channels=input_channels,
+        profile=profile,
     )
     splits = prepare_splits(data, black_images=black_images, profile=profile, seed=seed, oracle=oracle)
 
