@@ -95,6 +95,13 @@ def test_compression_rate_is_read_from_the_layer_shapes():
     assert compression_rate(two_stages) == 64 * 64 / (16 * 16 * 2)
 
 
+def test_architecture_fingerprint_follows_the_network_not_the_session():
+    fingerprint = autoencoder.architecture_fingerprint(build_autoencoder)
+    build_autoencoder()  # advances Keras' layer-name counters
+    assert autoencoder.architecture_fingerprint(build_autoencoder) == fingerprint
+    assert autoencoder.architecture_fingerprint(lambda: build_autoencoder(bottleneck_channels=2)) != fingerprint
+
+
 @pytest.mark.parametrize("profile", sorted(autoencoder.SETTINGS))
 def test_every_profile_compresses_at_least_ten_times(profile):
     model = build_autoencoder(**autoencoder.settings_for(profile).architecture())

@@ -30,6 +30,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
@@ -212,6 +213,19 @@ def build_autoencoder(
     return keras.Model(inputs, decoder(encoder(inputs)), name="denoising_autoencoder")
 
 
+def architecture_fingerprint(build) -> str:
+    """A short hash of the Keras config of the model ``build()`` returns, for registry keys.
+
+    With it in a run's key, a change to the code of an architecture never reuses runs
+    of the old one (as ``training.architecture_fingerprint`` does for the study's
+    networks). The session is cleared first: auto-generated layer names are in the config.
+    """
+    keras.backend.clear_session()
+    fingerprint = hashlib.sha256(build().to_json().encode()).hexdigest()[:12]
+    keras.backend.clear_session()
+    return fingerprint
+
+
 def bottleneck_shape(autoencoder: keras.Model) -> tuple[int, ...]:
     """Shape of one image's code (the encoder's output, without the batch axis)."""
     return tuple(int(size) for size in autoencoder.get_layer("encoder").output.shape[1:])
@@ -364,6 +378,7 @@ def train_autoencoder(
         raise ValueError(f"the autoencoder reads grayscale images; the data has {study.data.channels} channels")
     hyperparams = {
         **settings.as_hyperparams(),
+        "architecture": architecture_fingerprint(lambda: build_autoencoder(input_shape, **settings.architecture())),
         "noise_mean": NOISE_MEAN,
         "noise_variance": NOISE_VARIANCE,
         "max_eval_images": profile.max_eval_images,

@@ -53,7 +53,7 @@ import tensorflow as tf
 from keras import layers
 
 from contest_study.autoencoder import FAMILY as AUTOENCODER_FAMILY
-from contest_study.autoencoder import build_encoder, load_autoencoder
+from contest_study.autoencoder import architecture_fingerprint, build_encoder, load_autoencoder
 from contest_study.data import drop_black_images
 from contest_study.evaluation import prepare_splits, score_and_save, split_hyperparams
 from contest_study.models import BATCH_NORM_MOMENTUM
@@ -411,7 +411,7 @@ def _train_classifier(
     return study.registry.fetch_or_run(
         model=model_name,
         family=family,
-        hyperparams=hyperparams,
+        hyperparams={**hyperparams, "architecture": architecture_fingerprint(build)},
         data_fingerprint=study.data.fingerprint,
         seed=seed,
         run_fn=run,
@@ -506,7 +506,7 @@ def train_encoder_transfer(
         ),
         initialisation="random",
         hyperparams={**common, **scratch_config.as_hyperparams(), "stage": "from_scratch",
-                     "architecture": architecture},
+                     "encoder_architecture": architecture},
         build=from_random_init, config=scratch_config, eager=settings.eager_training, force=force, verbose=verbose,
     )
     return runs
