@@ -23,9 +23,10 @@ TINY_AUTOENCODER = AutoencoderSettings(
     max_images=40, epochs=1, batch_size=16, patience=1, filters=(4, 4, 4), decoder_filters=(4, 4, 4),
     bottleneck_channels=2,
 )
+# Eager training steps, as in the smoke profile: tracing them would take most of these tests' time.
 TINY = TransferSettings(
     frozen_epochs=1, fine_tune_epochs=2, backbone_frozen_epochs=1, backbone_fine_tune_epochs=1,
-    backbone_max_train_images=16, hidden_units=8,
+    backbone_max_train_images=16, hidden_units=8, eager_training=True,
 )
 ALPHA, SIZE = 0.35, 96
 
@@ -184,8 +185,7 @@ def _assert_standard_classifier_record(record):
 def test_missing_weights_give_a_run_labelled_random_init(tmp_path, no_weights_anywhere, monkeypatch):
     monkeypatch.setattr(transfer, "build_backbone_classifier", _tiny_backbone_classifier)
     study = tiny_study(tmp_path / "study")
-    eager = dataclasses.replace(TINY, eager_training=True)  # as in the smoke profile
-    runs = transfer.train_backbone_transfer(study, transfer.find_imagenet_weights(ALPHA, SIZE), settings=eager,
+    runs = transfer.train_backbone_transfer(study, transfer.find_imagenet_weights(ALPHA, SIZE), settings=TINY,
                                             verbose=0)
     assert not tf.config.functions_run_eagerly()  # eager execution is switched off again after training
     assert list(runs) == ["random_init"]
