@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from contest_study import plots
 from contest_study.config import StudyContext, study_context
 from contest_study.data import ContestData, load_contest
 from contest_study.registry import Registry, RunRecord, best_per_family
@@ -80,8 +82,6 @@ class Study:
         Per-class AP bars, learning curves, and precision-recall curves on the
         non-black validation images; the figures are returned for display.
         """
-        from contest_study import plots
-
         records = list(runs.values())
         figures = {
             "per_class_ap": plots.per_class_ap_bars(self.table(records), self.label_names, model_column="run"),
@@ -90,23 +90,17 @@ class Study:
         histories = {name: run.history for name, run in runs.items() if not run.history.empty}
         if histories:
             figures["learning_curves"] = plots.learning_curves(histories)
-        for name, figure in figures.items():
-            plots.save_figure(figure, f"{prefix}_{name}", self.context.figures_dir)
-        return figures
+        return _saved_and_closed(figures, prefix, self.context.figures_dir)
 
     def best_run_figures(self, record: RunRecord, prefix: str) -> dict:
         """Prediction grid (validation) and confusion matrices (hold-out) of one run, saved and returned."""
-        from contest_study import plots
-
         figures = {
             "prediction_grid": plots.prediction_grid_from_record(
                 record, self.data.val.ids, self.data.val.images, self.label_names, n=16, seed=self.context.seed
             ),
             "confusion_matrices": plots.confusion_matrices_from_record(record, self.label_names, split="holdout"),
         }
-        for name, figure in figures.items():
-            plots.save_figure(figure, f"{prefix}_{name}", self.context.figures_dir)
-        return figures
+        return _saved_and_closed(figures, prefix, self.context.figures_dir)
 
     def describe_best(self, record: RunRecord, family_name: str) -> str:
         """A sentence (Markdown) with the scores of the best run of a family, built from its record."""
@@ -190,6 +184,18 @@ class Study:
             force=force,
             profile=self.context.profile,
         )
+
+
+def _saved_and_closed(figures: dict, prefix: str, figures_dir) -> dict:
+    """Save each figure as ``<prefix>_<name>.png`` and close it.
+
+    Closed, a figure is no longer drawn again by the notebook's inline backend at
+    the end of the cell; it is shown once, where the notebook displays it.
+    """
+    for name, figure in figures.items():
+        plots.save_figure(figure, f"{prefix}_{name}", figures_dir)
+        plt.close(figure)
+    return figures
 
 
 def run_name(record: RunRecord) -> str:
