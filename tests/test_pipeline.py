@@ -67,7 +67,13 @@ def test_zip_holds_the_py_twins_and_the_package_only(smoke_run):
 
 def test_figures_and_registry_entries_are_written(smoke_run):
     figures = {path.name for path in (smoke_run["workdir"] / "figures").glob("*.png")}
-    assert {"01_label_balance.png", "02_cnn_per_class_ap.png", "04_fully_connected_per_class_ap.png"} <= figures
+    assert {
+        "01_label_balance.png",
+        "02_cnn_per_class_ap.png",
+        "04_fully_connected_per_class_ap.png",
+        "06_denoising_before_after.png",
+        "07_transfer_learning_per_class_ap.png",
+    } <= figures
     records = [json.loads(path.read_text()) for path in (smoke_run["workdir"] / "runs").glob("*/record.json")]
     families = {record["family"] for record in records}
     assert {"cnn", "rnn", "fully_connected", "classical"} <= families
