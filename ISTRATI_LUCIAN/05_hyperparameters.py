@@ -50,8 +50,8 @@ written = []
 #
 # The complete grid at full size needs a GPU; the `default` profile fits a
 # 2-core CPU by training every trial on a seeded subsample and by covering
-# the training metric and the batch sizes on a slice of the grid. The plan
-# below says exactly what runs.
+# 5 epochs, the batch sizes and the training metric on slices of the grid.
+# The plan below says exactly what runs.
 
 # %%
 # The CNN the grid tunes and the trials of its grid, then the plan in words.
@@ -217,8 +217,8 @@ display(Markdown(tuning.describe_schedules(schedule_table)))
 # ## The final choice
 #
 # The best configuration by validation mAP, grid and schedule together. It
-# is written to `figures/05_best_configuration.json`, where the summary
-# reads it.
+# is written to `figures/05_best_configuration.json`, for the summary to
+# read (`tuning.read_best_configuration`).
 
 # %%
 # The chosen hyperparameters and their evidence, saved for the summary.

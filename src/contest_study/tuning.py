@@ -543,7 +543,9 @@ class RegistryTuner(BaseTuner):
     def run_trial(self, trial, *args, **kwargs):
         values = trial.hyperparameters.values
         self.runner.check_identity(values)
-        record = self.runner.run(TrialSpec.from_json(values[TRIAL_HYPERPARAMETER]))
+        # Every trial builds a new model, so TensorFlow's notices about retraced functions are expected.
+        with _quiet_tensorflow():
+            record = self.runner.run(TrialSpec.from_json(values[TRIAL_HYPERPARAMETER]))
         # An undefined mAP (no positive label) is NaN: keras-tuner then marks the trial invalid.
         return {OBJECTIVE: _value(record.metrics["val"]["all"]["map"])}
 
@@ -1172,7 +1174,7 @@ def sklearn_search(runner: TrialRunner, plan: TuningPlan, *, force: bool = False
             error_score="raise",
         )
         # Fit options go to fit(): the wrapper's clone for each fold keeps model_kwargs only. Every fit
-        # is a new model, so TensorFlow's warning about retraced prediction functions is expected.
+        # is a new model, so TensorFlow's notices about retraced functions are expected.
         with _quiet_tensorflow():
             search.fit(flat(splits.train), splits.train.labels.astype(np.float32), epochs=sklearn_plan.epochs,
                        batch_size=sklearn_plan.batch_size, verbose=0)
@@ -1328,4 +1330,7 @@ def describe_final_choice(configuration: dict) -> str:
         f"schedule the same settings reach {evidence['schedule_best']['val mAP']:.3f} "
         f"(hold-out {evidence['schedule_best']['holdout mAP']:.3f}). The choice is made on validation only; the "
         "hold-out is shown to judge it."
+        + (f" All of it was measured on the tuning subsample of {configuration['trained_on']['train_images']} "
+           "training images: a network trained on all of them may prefer other settings, which the `full` "
+           "profile checks." if configuration["trained_on"]["train_images"] else "")
     )
