@@ -111,3 +111,38 @@ def make_contest_folder(tmp_path):
         return write_contest_folder(tmp_path / name, **options)
 
     return make
+
+
+def _random_split(name: str, n: int, n_black: int, rng, label_names, labelled: bool = True):
+    from contest_study.data import Split
+
+    images = rng.random((n, 64, 64, 1), dtype=np.float32)
+    images[:n_black] = 0.0
+    labels = rng.integers(0, 2, (n, len(label_names))).astype(np.int8) if labelled else None
+    return Split(name=name, ids=np.array([f"{name}_{i:03d}.png" for i in range(n)]), images=images, labels=labels)
+
+
+def tiny_study(root: Path, label_names=DEFAULT_LABELS):
+    """A smoke-profile Study over random 64x64 images (a few black ones), its registry under ``root``.
+
+    Without its black images but one, train holds 32 images: one smoke-profile batch.
+    """
+    from contest_study.config import PROFILES, StudyContext
+    from contest_study.data import ContestData
+    from contest_study.registry import Registry
+    from contest_study.study import Study
+
+    rng = np.random.default_rng(0)
+    label_names = list(label_names)
+    data = ContestData(
+        data_dir=root / "data",
+        label_names=label_names,
+        train=_random_split("train", 37, 6, rng, label_names),
+        val=_random_split("val", 24, 4, rng, label_names),
+        holdout=_random_split("holdout", 16, 2, rng, label_names),
+        test=_random_split("test", 12, 2, rng, label_names, labelled=False),
+        fingerprint="tiny-random",
+        notes=[],
+    )
+    context = StudyContext(profile=PROFILES["smoke"], workdir=root, data_dir=root / "data", seed=0)
+    return Study(context=context, data=data, registry=Registry(context.runs_dir), oracle=None)

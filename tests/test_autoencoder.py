@@ -15,40 +15,12 @@ from contest_study.autoencoder import (
     compression_rate,
     sample_noise,
 )
-from contest_study.config import PROFILES, StudyContext
-from contest_study.data import ContestData, Split
-from contest_study.registry import Registry
-from contest_study.study import Study
+from conftest import tiny_study
 
-LABELS = ["label_1", "label_2", "label_3"]
 TINY = AutoencoderSettings(
     max_images=40, epochs=1, batch_size=16, patience=1, filters=(4, 4, 4), decoder_filters=(4, 4, 4),
     bottleneck_channels=2,
 )
-
-
-def _split(name: str, n: int, n_black: int, rng, labelled: bool = True) -> Split:
-    images = rng.random((n, 64, 64, 1), dtype=np.float32)
-    images[:n_black] = 0.0
-    labels = rng.integers(0, 2, (n, len(LABELS))).astype(np.int8) if labelled else None
-    return Split(name=name, ids=np.array([f"{name}_{i:03d}.png" for i in range(n)]), images=images, labels=labels)
-
-
-def tiny_study(root) -> Study:
-    """A Study over random 64x64 images (a few black ones), its registry under ``root``."""
-    rng = np.random.default_rng(0)
-    data = ContestData(
-        data_dir=root / "data",
-        label_names=LABELS,
-        train=_split("train", 37, 6, rng),
-        val=_split("val", 24, 4, rng),
-        holdout=_split("holdout", 16, 2, rng),
-        test=_split("test", 12, 2, rng, labelled=False),
-        fingerprint="tiny-random",
-        notes=[],
-    )
-    context = StudyContext(profile=PROFILES["smoke"], workdir=root, data_dir=root / "data", seed=0)
-    return Study(context=context, data=data, registry=Registry(context.runs_dir), oracle=None)
 
 
 # ----------------------------------------------------------------------------- noise

@@ -11,10 +11,7 @@ import tensorflow as tf
 
 from contest_study import autoencoder, transfer
 from contest_study.autoencoder import AutoencoderSettings, build_encoder
-from contest_study.config import PROFILES, StudyContext
-from contest_study.data import ContestData, Split
-from contest_study.registry import Registry
-from contest_study.study import Study
+from conftest import tiny_study
 from contest_study.training import TrainConfig, compile_model, make_dataset
 from contest_study.transfer import TransferSettings
 
@@ -29,33 +26,6 @@ TINY = TransferSettings(
     backbone_max_train_images=16, hidden_units=8, eager_training=True,
 )
 ALPHA, SIZE = 0.35, 96
-
-
-def _split(name: str, n: int, n_black: int, rng, labelled: bool = True) -> Split:
-    images = rng.random((n, 64, 64, 1), dtype=np.float32)
-    images[:n_black] = 0.0
-    labels = rng.integers(0, 2, (n, len(LABELS))).astype(np.int8) if labelled else None
-    return Split(name=name, ids=np.array([f"{name}_{i:03d}.png" for i in range(n)]), images=images, labels=labels)
-
-
-def tiny_study(root) -> Study:
-    """A Study over random 64x64 images (a few black ones), its registry under ``root``.
-
-    Without its black images but one, train holds 32 images: one smoke-profile batch, one traced step.
-    """
-    rng = np.random.default_rng(0)
-    data = ContestData(
-        data_dir=root / "data",
-        label_names=LABELS,
-        train=_split("train", 37, 6, rng),
-        val=_split("val", 24, 4, rng),
-        holdout=_split("holdout", 16, 2, rng),
-        test=_split("test", 12, 2, rng, labelled=False),
-        fingerprint="tiny-random",
-        notes=[],
-    )
-    context = StudyContext(profile=PROFILES["smoke"], workdir=root, data_dir=root / "data", seed=0)
-    return Study(context=context, data=data, registry=Registry(context.runs_dir), oracle=None)
 
 
 @pytest.fixture
