@@ -469,10 +469,14 @@ def train_encoder_transfer(
         build=pretrained_frozen, config=head_config, eager=settings.eager_training, force=force, verbose=verbose,
     )
 
-    def from_frozen_stage():
+    def fresh_classifier():
+        """The encoder's architecture under the head, with new (random) weights."""
         encoder = build_encoder(tuple(architecture["input_shape"]), filters=tuple(architecture["filters"]),
                                 bottleneck_channels=architecture["bottleneck_channels"])
-        model = build_encoder_classifier(encoder, n_labels, **head)
+        return build_encoder_classifier(encoder, n_labels, **head)
+
+    def from_frozen_stage():
+        model = fresh_classifier()
         model.load_weights(str(runs["frozen"].weights_path))
         return set_backbone_trainable(model, True)
 
@@ -491,10 +495,6 @@ def train_encoder_transfer(
         force=force, verbose=verbose,
     )
 
-    def from_random_init():
-        encoder = build_encoder(tuple(architecture["input_shape"]), filters=tuple(architecture["filters"]),
-                                bottleneck_channels=architecture["bottleneck_channels"])
-        return build_encoder_classifier(encoder, n_labels, **head)
 
     runs["from_scratch"] = _train_classifier(
         study, splits,
@@ -507,7 +507,7 @@ def train_encoder_transfer(
         initialisation="random",
         hyperparams={**common, **scratch_config.as_hyperparams(), "stage": "from_scratch",
                      "encoder_architecture": architecture},
-        build=from_random_init, config=scratch_config, eager=settings.eager_training, force=force, verbose=verbose,
+        build=fresh_classifier, config=scratch_config, eager=settings.eager_training, force=force, verbose=verbose,
     )
     return runs
 
