@@ -55,6 +55,7 @@ def test_record_is_complete(tmp_path, data, name):
         "black_images": "removed",
         "max_train_images": None,
         "max_eval_images": None,
+        "black_image_scores": "training_black_label_rate",
     }
     assert record.key == Registry.make_key(name, record.hyperparams, "tiny-random", 3)
     assert record.description

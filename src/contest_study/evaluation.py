@@ -11,6 +11,13 @@ in the registry compare like with like:
   are part of the registry key, so a smoke run is never reused by a default run;
 - validation and hold-out are scored whole and without their black images; the
   per-label thresholds are tuned on validation only;
+- every totally black image (validation, hold-out and test) is answered with the
+  positive rate of each label among the black *training* images, whatever the
+  model says (:func:`answer_black_images`). Their labels are random coins, so no
+  model can do better than that base rate; detecting them is exact (every pixel
+  is 0). Without the rule a network trained without black images would give them
+  whatever score its weights happen to produce for an empty input, and the
+  all-images scores would measure that accident instead of the model;
 - the oracle probabilities of the embedded dataset follow the subsample.
 """
 
@@ -27,6 +34,8 @@ from contest_study.metrics import evaluate_run
 from contest_study.registry import save_predictions
 
 BLACK_IMAGE_OPTIONS = ("removed", "kept")
+# How black images are scored; part of every run's registry key, so runs scored otherwise are never reused.
+BLACK_IMAGE_SCORES = "training_black_label_rate"
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,8 @@ class ExperimentSplits:
     test: Split | None
     oracle_val: np.ndarray | None
     oracle_holdout: np.ndarray | None
+    # Positive rate of each label among the black training images: the answer to every black image.
+    black_label_rate: np.ndarray
 
 
 def resolve_profile(profile: Profile | str | None) -> Profile | None:
@@ -55,7 +66,31 @@ def split_hyperparams(black_images: str, profile: Profile | str | None) -> dict:
         "black_images": black_images,
         "max_train_images": profile.max_train_images if profile else None,
         "max_eval_images": profile.max_eval_images if profile else None,
+        "black_image_scores": BLACK_IMAGE_SCORES,
     }
+
+
+def black_label_rate(train: Split) -> np.ndarray:
+    """Per-label positive rate among the black images of ``train`` (the training split, before any removal).
+
+    Without black training images there is nothing to learn the rate from, and the
+    rate of all training images is the best guess left.
+    """
+    labels = np.asarray(train.labels, dtype=np.float64)
+    black = black_mask(train.images)
+    return labels[black].mean(axis=0) if black.any() else labels.mean(axis=0)
+
+
+def answer_black_images(score: np.ndarray, images: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """``score`` with the rows of totally black ``images`` replaced by ``rate`` (a copy; the input is kept)."""
+    score = np.array(score, dtype=np.float64)
+    rate = np.asarray(rate, dtype=np.float64)
+    if score.ndim != 2 or score.shape[0] != len(images) or rate.shape != (score.shape[1],):
+        raise ValueError(
+            f"scores {score.shape} must have one row per image ({len(images)}) and one column per label rate {rate.shape}"
+        )
+    score[black_mask(images)] = rate
+    return score
 
 
 def _checked_oracle(oracle: Mapping[str, np.ndarray] | None, split_name: str, split: Split) -> np.ndarray | None:
@@ -107,6 +142,8 @@ def prepare_splits(
         test=data.test if data.test is not None and len(data.test) else None,
         oracle_val=None if oracle_val is None else oracle_val[_rows_for(data.val.ids, val.ids)],
         oracle_holdout=None if oracle_holdout is None else oracle_holdout[_rows_for(data.holdout.ids, holdout.ids)],
+        # From every black training image, removed or not: the rate is a fact of the training data.
+        black_label_rate=black_label_rate(data.train),
     )
 
 
@@ -120,9 +157,16 @@ def score_and_save(
 ) -> dict:
     """Write ``predictions.npz`` into the run's ``workdir`` and return the record's scores.
 
-    The result holds ``thresholds`` (tuned on validation), ``metrics`` (validation and
-    hold-out, all images and non-black ones) and ``oracle`` (same nesting, or None).
+    The scores are the model's, with black images answered by the training base rate
+    (:func:`answer_black_images`) before they are saved and scored. The result holds
+    ``thresholds`` (tuned on validation), ``metrics`` (validation and hold-out, all
+    images and non-black ones) and ``oracle`` (same nesting, or None).
     """
+    rate = splits.black_label_rate
+    val_score = answer_black_images(val_score, splits.val.images, rate)
+    holdout_score = answer_black_images(holdout_score, splits.holdout.images, rate)
+    if test_score is not None and splits.test is not None:
+        test_score = answer_black_images(test_score, splits.test.images, rate)
     val_black, holdout_black = black_mask(splits.val.images), black_mask(splits.holdout.images)
     predictions = {
         "val_ids": splits.val.ids,
