@@ -58,6 +58,10 @@ TWIN_GLOB = "[0-9][0-9]_*.py"
 # run, never stale ones inherited from the user's shell.
 STUDY_VARIABLES = ("STUDY_PROFILE", "STUDY_DATA_DIR", "STUDY_WORKDIR", "STUDY_SEED", "STUDY_FORCE_RETRAIN")
 
+# Executed copies record the run that made them under this notebook-metadata key
+# (profile, data folder, seed), so the report never mixes notebooks of two runs.
+RUN_METADATA_KEY = "contest_study_run"
+
 # Files allowed at the zip root, beside the <NAME>/ code folder.
 ROOT_DOC_FILES = ("README.md", "report.pdf", "report.html")
 # Never in a submission, wherever they are: data, weights, notebooks, bytecode.
@@ -143,9 +147,12 @@ class ProjectLayout:
         return self.root / "README.md"
 
     @property
+    def report_dir(self) -> Path:
+        return self.output_root / "build" / "report"
+
+    @property
     def report_files(self) -> tuple[Path, ...]:
-        report_dir = self.output_root / "build" / "report"
-        return (report_dir / "report.pdf", report_dir / "report.html")
+        return (self.report_dir / "report.pdf", self.report_dir / "report.html")
 
 
 @dataclass(frozen=True)
@@ -159,11 +166,17 @@ class NotebookPair:
 
 @dataclass(frozen=True)
 class Deliverables:
+    """Where everything the export made is (``missing``: what it could not make, and why)."""
+
     zip_path: Path
     zip_members: list[tuple[str, int]]
     executed: list[Path] = field(default_factory=list)
     twins: list[Path] = field(default_factory=list)
     reports: list[Path] = field(default_factory=list)
+    predictions: object | None = None  # contest_study.submission_predictions.TestPredictions
+    figures_dir: Path | None = None
+    executed_dir: Path | None = None
+    missing: list[tuple[str, str]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- files
@@ -448,6 +461,15 @@ def study_environment(*, profile: str, data_dir: Path, workdir: Path, seed: int,
     return env
 
 
+def run_parameters(env: dict[str, str]) -> dict[str, str | None]:
+    """What identifies a run in an executed copy's metadata: profile, data folder and seed."""
+    return {
+        "profile": env.get("STUDY_PROFILE"),
+        "data_dir": env.get("STUDY_DATA_DIR"),
+        "seed": env.get("STUDY_SEED"),
+    }
+
+
 def _failure_summary(err: Exception) -> str:
     if isinstance(err, CellExecutionError):
         headline = f"{err.ename}: {err.evalue}"
@@ -504,6 +526,7 @@ def execute_notebook(
             f"notebook {ipynb.name} failed at cell {cell_number}/{len(notebook.cells)}: {_failure_summary(err)}\n"
             f"partial executed copy: {failed_path}"
         ) from err
+    client.nb.metadata[RUN_METADATA_KEY] = run_parameters(env)
     write_text_atomic(executed_path, nbformat.writes(client.nb) + "\n")
     failed_path.unlink(missing_ok=True)  # a stale failure from an earlier run would mislead
     return executed_path
@@ -630,26 +653,40 @@ def export_submission(
     force_retrain: bool = False,
     skip_execution: bool = False,
 ) -> Deliverables:
-    """Sync, execute (unless ``skip_execution``) and zip; print progress and the deliverables."""
+    """Sync, execute (unless ``skip_execution``), predict the test set, build the report and zip.
+
+    Prints progress and, at the end, where every deliverable is. A missing optional
+    piece (no test split, no PDF engine, notebooks not executed in this run) is said
+    in a message and in ``Deliverables.missing``; it does not stop the export.
+    """
     validate_submission_name(name)
+    out_dir = Path(out_dir)
     synced = sync_all(layout)
     pairs = [pair for pair, _ in synced]
     executed: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    predictions = None
     if skip_execution:
-        _say("execution skipped (--skip-execution)")
+        _say("execution skipped (--skip-execution): the test predictions and the report are not rebuilt")
+        reports = [path for path in layout.report_files if path.is_file()]
     else:
         selected = select_notebooks(pairs, notebooks)
+        resolved_data = resolve_data_dir(data_dir, layout.output_root)
         env = study_environment(
             profile=profile,
-            data_dir=resolve_data_dir(data_dir, layout.output_root),
+            data_dir=resolved_data,
             workdir=layout.output_root,
             seed=seed,
             force_retrain=force_retrain,
         )
         executed = execute_all([pair.ipynb for pair in selected], layout.executed_dir, env)
+        predictions = _write_test_predictions(
+            layout, out_dir=out_dir, name=name, data_dir=resolved_data, profile=profile, seed=seed, missing=missing
+        )
+        reports = _build_report(layout, [pair.name for pair in pairs], env, name=name, missing=missing)
 
-    reports = [path for path in layout.report_files if path.is_file()]
-    zip_path = Path(out_dir) / f"{name}.zip"
+    zip_path = out_dir / f"{name}.zip"
+    _say(f"zip: writing and checking {zip_path} ...")
     members = build_zip(
         zip_path,
         name=name,
@@ -658,10 +695,83 @@ def export_submission(
         doc_files=[layout.readme, *reports],
     )
     deliverables = Deliverables(
-        zip_path=zip_path, zip_members=members, executed=executed, twins=[pair.py for pair in pairs], reports=reports
+        zip_path=zip_path,
+        zip_members=members,
+        executed=executed,
+        twins=[pair.py for pair in pairs],
+        reports=reports,
+        predictions=predictions,
+        figures_dir=layout.output_root / "figures",
+        executed_dir=layout.executed_dir,
+        missing=missing,
     )
     _print_deliverables(deliverables)
     return deliverables
+
+
+def _write_test_predictions(
+    layout: ProjectLayout, *, out_dir: Path, name: str, data_dir: Path, profile: str, seed: int, missing: list
+):
+    """The test-set CSVs of the best run into ``out_dir``; None (and a message) when there can be none."""
+    # Imported here: they load the data and the registry, which only this step needs.
+    from contest_study.config import StudyContext, get_profile
+    from contest_study.submission_predictions import PredictionsError, export_test_predictions, stale_outputs
+
+    context = StudyContext(profile=get_profile(profile), workdir=layout.output_root, data_dir=data_dir, seed=seed)
+    _say("test predictions: choosing the run with the best validation mAP among those that scored the test set ...")
+    try:
+        written = export_test_predictions(
+            context.runs_dir,
+            out_dir,
+            name=name,
+            data_dir=data_dir,
+            cache_dir=context.cache_dir,
+            profile=profile,
+            seed=seed,
+        )
+    except PredictionsError as error:
+        for path in stale_outputs(out_dir, name):
+            path.unlink()  # CSVs of an earlier run would pass for this one's
+        _say(f"test predictions: not written: {error}")
+        missing.append(("test predictions", str(error)))
+        return None
+    _say(f"test predictions: {written.describe()}")
+    return written
+
+
+def _build_report(layout: ProjectLayout, names: Sequence[str], env: dict[str, str], *, name: str, missing: list) -> list[Path]:
+    """Build the report from the executed notebooks of this run; the files written (PDF first)."""
+    from contest_study.report import ReportError, build_report, describe_run
+
+    _say(f"report: building {_display(layout.report_dir, layout.output_root)}/ from the executed notebooks ...")
+    try:
+        result = build_report(
+            layout.executed_dir,
+            names,
+            layout.report_dir,
+            run=run_parameters(env),
+            author=name.replace("_", " "),
+            run_description=describe_run(profile=env["STUDY_PROFILE"], data_dir=env["STUDY_DATA_DIR"],
+                                         seed=env["STUDY_SEED"]),
+            say=_say,
+        )
+    except ReportError as error:
+        for path in layout.report_files:
+            path.unlink(missing_ok=True)  # a report of an earlier run would pass for this one's
+        _say(f"report: not built: {error}")
+        missing.append(("report", str(error)))
+        return []
+    for notebook, why in result.missing:
+        _say(f"report: without {notebook}: {why}")
+        missing.append((f"report section {notebook}", why))
+    if result.pdf_error:
+        _say(f"report: HTML only: {result.pdf_error}")
+        missing.append(("report PDF", result.pdf_error))
+    _say(
+        f"report: {len(result.included)} notebooks, {result.prose_words} words of prose, "
+        f"built in {format_duration(result.seconds)}"
+    )
+    return result.files
 
 
 def _print_deliverables(deliverables: Deliverables) -> None:
@@ -669,12 +779,28 @@ def _print_deliverables(deliverables: Deliverables) -> None:
     for member, size in deliverables.zip_members:
         _say(f"  {size:>9,d}  {member}")
     _say("\ndeliverables:")
-    _say(f"  submission zip      {deliverables.zip_path}")
-    for path in deliverables.executed:
-        _say(f"  executed notebook   {path}")
-    for path in deliverables.twins:
-        _say(f"  notebook twin       {path}")
+    _say(f"  submission zip        {deliverables.zip_path}")
     for path in deliverables.reports:
-        _say(f"  report              {path}")
+        kind = "PDF" if path.suffix == ".pdf" else "HTML"
+        _say(f"  report ({kind}){' ' * (9 - len(kind))}{path}")
     if not deliverables.reports:
-        _say("  report              (none yet: build/report/report.pdf|html absent, not in the zip)")
+        _say("  report                (none: not built in this run, not in the zip)")
+    if deliverables.predictions is not None:
+        _say(f"  test probabilities    {deliverables.predictions.probabilities_csv}")
+        _say(f"  test labels (0/1)     {deliverables.predictions.labels_csv}")
+        _say(f"                        {deliverables.predictions.describe()}")
+    else:
+        _say("  test predictions      (none written in this run)")
+    if deliverables.figures_dir is not None:
+        count = len(list(deliverables.figures_dir.glob("*.png"))) if deliverables.figures_dir.is_dir() else 0
+        _say(f"  figures               {deliverables.figures_dir}/ ({count} PNG files)")
+    if deliverables.executed:
+        _say(f"  executed notebooks    {deliverables.executed_dir}/")
+        for path in deliverables.executed:
+            _say(f"                        {path.name}")
+    _say(f"  notebook twins        {len(deliverables.twins)} .py files in {deliverables.twins[0].parent}/"
+         if deliverables.twins else "  notebook twins        (none)")
+    if deliverables.missing:
+        _say("\nnot delivered in this run:")
+        for what, why in deliverables.missing:
+            _say(f"  {what}: {why}")
