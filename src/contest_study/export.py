@@ -775,31 +775,33 @@ def _build_report(layout: ProjectLayout, names: Sequence[str], env: dict[str, st
 
 
 def _print_deliverables(deliverables: Deliverables) -> None:
+    def row(what: str, where) -> None:
+        _say(f"  {what:<22}{where}")
+
     _say(f"\n{deliverables.zip_path} ({len(deliverables.zip_members)} files, checked):")
     for member, size in deliverables.zip_members:
         _say(f"  {size:>9,d}  {member}")
     _say("\ndeliverables:")
-    _say(f"  submission zip        {deliverables.zip_path}")
+    row("submission zip", deliverables.zip_path)
     for path in deliverables.reports:
-        kind = "PDF" if path.suffix == ".pdf" else "HTML"
-        _say(f"  report ({kind}){' ' * (9 - len(kind))}{path}")
+        row(f"report ({path.suffix.lstrip('.').upper()})", path)
     if not deliverables.reports:
-        _say("  report                (none: not built in this run, not in the zip)")
+        row("report", "(none: not built in this run, not in the zip)")
     if deliverables.predictions is not None:
-        _say(f"  test probabilities    {deliverables.predictions.probabilities_csv}")
-        _say(f"  test labels (0/1)     {deliverables.predictions.labels_csv}")
-        _say(f"                        {deliverables.predictions.describe()}")
+        row("test probabilities", deliverables.predictions.probabilities_csv)
+        row("test labels (0/1)", deliverables.predictions.labels_csv)
+        row("", deliverables.predictions.describe())
     else:
-        _say("  test predictions      (none written in this run)")
+        row("test predictions", "(none written in this run)")
     if deliverables.figures_dir is not None:
         count = len(list(deliverables.figures_dir.glob("*.png"))) if deliverables.figures_dir.is_dir() else 0
-        _say(f"  figures               {deliverables.figures_dir}/ ({count} PNG files)")
+        row("figures", f"{deliverables.figures_dir}/ ({count} PNG files)")
     if deliverables.executed:
-        _say(f"  executed notebooks    {deliverables.executed_dir}/")
+        row("executed notebooks", f"{deliverables.executed_dir}/")
         for path in deliverables.executed:
-            _say(f"                        {path.name}")
-    _say(f"  notebook twins        {len(deliverables.twins)} .py files in {deliverables.twins[0].parent}/"
-         if deliverables.twins else "  notebook twins        (none)")
+            row("", path.name)
+    if deliverables.twins:
+        row("notebook twins", f"{len(deliverables.twins)} .py files in {deliverables.twins[0].parent}/")
     if deliverables.missing:
         _say("\nnot delivered in this run:")
         for what, why in deliverables.missing:

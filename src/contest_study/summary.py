@@ -41,9 +41,9 @@ FAMILY_NAMES = {
     "cnn": "convolutional networks",
     "rnn": "recurrent networks",
     "fully_connected": "fully connected networks",
-    "classical": "classical references (k-NN, logistic regression)",
-    "transfer": "pretrained backbones (transfer learning)",
-    "from_scratch": "the transfer backbones trained from scratch",
+    "classical": "classical references",
+    "transfer": "pretrained backbones",
+    "from_scratch": "backbones trained from scratch",
 }
 
 # Why a family sees the shapes, or does not: said next to the measured result, never instead of it.
@@ -157,25 +157,41 @@ def _value_text(text: str) -> str:
     return "none" if value is None else str(value)
 
 
+# Short names of the settings in run names; a setting implied by another one shown beside it is omitted.
+_SHORT_SETTING = {"learning_rate": "lr", "batch_size": "batch", "lr_schedule": "schedule", "train_metric": "metric",
+                  "input_channels": "channels", "black_images": "black images"}
+_IMPLIED_BY = {"output_activation": "loss"}  # the softmax head comes with categorical cross-entropy
+MAX_SETTINGS_IN_NAME = 3
+
+
+def _settings_text(differences: dict[str, str]) -> str:
+    shown = [key for key in sorted(differences) if _IMPLIED_BY.get(key) not in differences]
+    items = [f"{_SHORT_SETTING.get(key, key)} {_value_text(differences[key])}" for key in shown]
+    if len(items) > MAX_SETTINGS_IN_NAME:
+        items = items[:MAX_SETTINGS_IN_NAME] + ["…"]
+    return ", ".join(items)
+
+
 def distinct_names(records: Sequence[RunRecord]) -> dict[str, str]:
-    """A readable, unique name per run key: :func:`run_name`, plus the settings that tell equal names apart."""
+    """A readable, unique name per run key.
+
+    :func:`~contest_study.study.run_name`, and where several runs share it, the
+    settings in which each differs from the setting most of them use (the run that
+    uses it keeps the plain name); runs that still collide get the end of their key.
+    """
     groups: dict[str, list[RunRecord]] = {}
     for record in records:
         groups.setdefault(run_name(record), []).append(record)
     names = {}
     for base, group in groups.items():
-        if len(group) == 1:
-            names[group[0].key] = base
-            continue
         flats = [_flat_hyperparams(record) for record in group]
-        keys = sorted({key for flat in flats for key in flat})
-        varying = [key for key in keys if len({flat.get(key) for flat in flats}) > 1]
+        usual = {key: Counter(flat.get(key) for flat in flats).most_common(1)[0][0]
+                 for key in {key for flat in flats for key in flat}}
         for record, flat in zip(group, flats):
-            detail = ", ".join(f"{key} {_value_text(flat[key])}" for key in varying if key in flat)
-            names[record.key] = f"{base} [{detail}]" if detail else f"{base} [{record.key[-6:]}]"
-    # Two runs whose settings all agree (e.g. the stages of one transfer run) keep their key's end.
+            differences = {key: flat[key] for key in flat if flat[key] != usual[key]}
+            names[record.key] = f"{base} [{_settings_text(differences)}]" if differences else base
     counts = Counter(names.values())
-    return {key: (f"{name} [{key[-6:]}]" if counts[name] > 1 else name) for key, name in names.items()}
+    return {key: (f"{name} #{key[-6:]}" if counts[name] > 1 else name) for key, name in names.items()}
 
 
 # --------------------------------------------------------------------------- yardsticks
@@ -359,8 +375,9 @@ def describe_ranking(best: Sequence[RunRecord], names: Mapping[str, str], runs: 
         oracle_all = _number(top.oracle["val"]["all"]["map"]) if top.oracle else float("nan")
         text += (
             f" The oracle, the Bayes-optimal probabilities of the embedded dataset, reaches {_fmt(oracle_all)} "
-            f"on all validation images and {_fmt(achievable)} on the non-black ones: the totally black images, "
-            "whose labels are random, cap every model's score over all images."
+            f"on all validation images and {_fmt(achievable)} on the non-black ones"
+            + (": the totally black images, whose labels are random, cap every model's score over all images."
+               if oracle_all < achievable else ".")
         )
     return text
 
@@ -415,17 +432,18 @@ def describe_what_worked(best: Sequence[RunRecord], effects: pd.DataFrame, runs:
     for record, share in learnt:
         why = WHY_IT_SEES_SHAPES.get(record.family)
         worked.append(
-            f"**{_family(record.family).capitalize()}** ({names[record.key]}) close {share:.0%} of the gap between "
+            f"**{_family(record.family).capitalize()}**, best run {names[record.key]}, close {share:.0%} of the gap "
+            "between "
             f"chance ({_fmt(chance_map(record))}) and {source} ({_fmt(achievable)}) on the non-black validation "
             "images" + (f": {why}." if why else ".")
         )
     for record, share in failed:
         why = WHY_IT_MISSES_SHAPES.get(record.family)
         did_not.append(
-            f"**{_family(record.family).capitalize()}** ({names[record.key]}) close only {share:.0%} of that gap "
+            f"**{_family(record.family).capitalize()}**, best run {names[record.key]}, close only {share:.0%} of "
+            "that gap "
             f"(non-black mAP {_fmt(_number(record.metrics['val']['non_black']['map']))} against chance "
-            f"{_fmt(chance_map(record))}): they learnt the labels' base rates and to tell black images apart, "
-            "not the shapes" + (f"; {why}." if why else ".")
+            f"{_fmt(chance_map(record))}): they learnt little beyond the labels' base rates, not the shapes" + (f"; {why}." if why else ".")
         )
     for _, row in effects.iterrows():
         change = row["change val mAP (non-black)"]
@@ -455,18 +473,24 @@ def describe_holdout(table: pd.DataFrame) -> str:
     if gaps.empty:
         return "No run has both a validation and a hold-out mAP."
     mean, worst = gaps.mean(), gaps.abs().max()
-    verdict = (
-        "validation is optimistic, as expected of the split that chose thresholds, early-stopping epochs and "
-        "the best model"
-        if mean > NEGLIGIBLE_MAP_CHANGE
-        else "validation is not systematically optimistic: the model choice did not overfit the validation set"
-        if mean > -NEGLIGIBLE_MAP_CHANGE
-        else "the hold-out even scores higher on average, so the validation images were not the easy ones"
-    )
+    if mean > NEGLIGIBLE_MAP_CHANGE:
+        verdict = (
+            f"validation mAP is higher by {mean:.3f} on average: it is optimistic, as expected of the split that "
+            "chose the thresholds, the early-stopping epochs and the best model"
+        )
+    elif mean < -NEGLIGIBLE_MAP_CHANGE:
+        verdict = (
+            f"hold-out mAP is even higher by {-mean:.3f} on average, so the validation images were not the easy "
+            "ones and the choices made on them did not overfit them"
+        )
+    else:
+        verdict = (
+            f"the two differ by {mean:+.3f} on average, within run-to-run noise: the choices made on the "
+            "validation set did not overfit it"
+        )
     return (
-        f"Over the {len(gaps)} runs, validation mAP exceeds hold-out mAP by {mean:+.3f} on average (at most "
-        f"{worst:.3f} apart for one run): {verdict}. The hold-out split chose nothing, so its scores are the "
-        "unbiased estimate to quote."
+        f"Over the {len(gaps)} runs, {verdict} (the largest difference for one run is {worst:.3f}). The hold-out "
+        "split chose nothing, so its scores are the unbiased estimate to quote."
     )
 
 
@@ -513,14 +537,14 @@ def most_interesting_insight(best: Sequence[RunRecord], effects: pd.DataFrame, r
         bottom_all = _number(bottom.metrics["val"]["all"]["map"])
         bottom_nb = _number(bottom.metrics["val"]["non_black"]["map"])
         text = (
-            f"**The architecture decides, not the amount of training.** Only the {_family(top.family)} learnt "
+            f"**The kind of model decides.** Only the {_family(top.family)} learnt "
             f"the shapes: {names[top.key]} closes {learnt[0][1]:.0%} of the gap between chance and {source} on "
             f"the non-black validation images, while the best of the {_join([_family(r.family) for r, _ in failed])} "
             f"closes at most {max(share for _, share in failed):.0%}. "
             f"The headline validation mAP hides this: {names[bottom.key]} scores {_fmt(bottom_all)} over all images "
             f"but {_fmt(bottom_nb)} on the non-black ones, so "
-            + ("most of its score comes from recognising the black images and answering their labels' base rates. "
-               if bottom_all > bottom_nb else "its score owes nothing to the shapes. ")
+            + ("what lifts it over all images is the black images, answered with their labels' base rates, not "
+               "the shapes. " if bottom_all > bottom_nb else "its score owes nothing to the shapes. ")
             + "Looking at the non-black images and at chance beside every score is what told these apart."
         )
         candidates.append((size, text))
