@@ -10,9 +10,24 @@ DATA ?=
 NAME ?= ISTRATI_LUCIAN
 OUT ?= dist
 
-.PHONY: submission test install data benchmark clean
+# WeasyPrint lays the technical report out as a PDF through the Pango system library.
+PANGO_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0
+
+.PHONY: submission test install pango data benchmark clean
 
 install: $(INSTALLED)
+	@$(BIN)/python -c "from weasyprint import HTML" >/dev/null 2>&1 || $(MAKE) --no-print-directory pango
+
+# Pango from Debian when WeasyPrint cannot load it: installed as root, else said how.
+pango:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Pango for the PDF report: apt-get install -y $(PANGO_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PANGO_PACKAGES) >/dev/null; \
+	else \
+		echo "note: the PDF report needs the Pango library, which WeasyPrint cannot load here;" \
+			"install it as root (Debian/Ubuntu: apt-get install -y $(PANGO_PACKAGES)) and rerun;" \
+			"until then the export writes the HTML report only" >&2; \
+	fi
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
