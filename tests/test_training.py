@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 
 import keras
@@ -412,3 +414,34 @@ def test_architecture_fingerprint_is_stable_and_follows_the_network():
     assert training.architecture_fingerprint("cnn_1a", config) == first
     assert training.architecture_fingerprint("cnn_1b", config) != first
     assert training.architecture_fingerprint("cnn_1a", TrainConfig(model_options={"dropout": 0.1})) != first
+
+
+def test_architecture_fingerprint_builds_each_architecture_once(monkeypatch):
+    spec = training.get_model_spec("fc_3a")
+    built = []
+
+    def counting_builder(**arguments):
+        built.append(arguments)
+        return spec.builder(**arguments)
+
+    monkeypatch.setattr(training, "get_model_spec", lambda name: dataclasses.replace(spec, builder=counting_builder))
+    config = TrainConfig()
+    first = training.architecture_fingerprint("fc_3a", config)
+    # Training settings do not change the network: looked up again, it is not rebuilt.
+    for other in (TrainConfig(epochs=3, learning_rate=1e-2, optimizer="sgd", batch_size=32), config):
+        assert training.architecture_fingerprint("fc_3a", other) == first
+    assert len(built) == 1
+    # The value is the hash of the network's Keras config, as computed without the cache.
+    keras.backend.clear_session()
+    model = spec.builder(input_shape=(64, 64, 1), n_labels=3, augment=False, output_activation="sigmoid")
+    assert first == hashlib.sha256(model.to_json().encode()).hexdigest()[:12]
+    # Whatever changes the network gives another fingerprint, each built once.
+    others = [
+        training.architecture_fingerprint("fc_3a", TrainConfig(model_options={"dropout": 0.1})),
+        training.architecture_fingerprint("fc_3a", TrainConfig(augment=True)),
+        training.architecture_fingerprint("fc_3a", config, input_shape=(64, 64, 3)),
+        training.architecture_fingerprint("fc_3a", config, n_labels=4),
+    ]
+    assert len({first, *others}) == 5 and len(built) == 5
+    assert training.architecture_fingerprint("fc_3a", TrainConfig(model_options={"dropout": 0.1})) == others[0]
+    assert len(built) == 5

@@ -21,6 +21,7 @@ returns the stored record without training.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -394,18 +395,33 @@ def architecture_fingerprint(model_name: str, config: TrainConfig, input_shape=(
     """A short hash of the network ``model_name`` builds with ``config`` (its Keras config).
 
     Part of every run's registry key, so a change to an architecture's code never
-    reuses runs of the old one.
+    reuses runs of the old one. The value only depends on what the builder receives
+    (not on the epochs, learning rate, ... of ``config``), so each architecture is
+    built once per process: a second run of a notebook looks up many runs.
     """
-    keras.backend.clear_session()  # resets the layer-name counters that appear in the config
-    model = get_model_spec(model_name).builder(
-        input_shape=tuple(input_shape),
+    # The builder itself is part of the key: a replaced or reloaded builder is built again.
+    builder = get_model_spec(model_name).builder
+    key = (builder, tuple(input_shape), n_labels, config.augment, config.output_activation, config.model_options)
+    try:
+        hash(key)
+    except TypeError:  # a model option without a hash (a list, say): built every time
+        return _architecture_fingerprint.__wrapped__(*key)
+    return _architecture_fingerprint(*key)
+
+
+@functools.lru_cache(maxsize=None)
+def _architecture_fingerprint(builder, input_shape, n_labels, augment, output_activation, model_options) -> str:
+    # Resets the layer-name counters that appear in the config (no garbage collection: it only costs time).
+    keras.backend.clear_session(free_memory=False)
+    model = builder(
+        input_shape=input_shape,
         n_labels=n_labels,
-        augment=config.augment,
-        output_activation=config.output_activation,
-        **dict(config.model_options),
+        augment=augment,
+        output_activation=output_activation,
+        **dict(model_options),
     )
     fingerprint = hashlib.sha256(model.to_json().encode()).hexdigest()[:12]
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     return fingerprint
 
 
