@@ -448,6 +448,18 @@ def test_command_line_runs_syncs_and_zips_a_mini_project(project, tmp_path, monk
         assert {"DOE_JANE/01_tiny.py", "DOE_JANE/02_probe.py", "README.md"} <= set(archive.namelist())
     printed = capsys.readouterr().out
     assert "[1/1] running 02_probe.ipynb" in printed and "README.md" in printed and "deliverables:" in printed
+    # The executed copy says which run made it, so the report can tell runs apart.
+    assert executed.metadata[export.RUN_METADATA_KEY] == {"profile": "smoke", "data_dir": str(data_dir), "seed": "7"}
+    # The report is built from what ran (01_tiny did not) and goes into the zip, which still passes its rules.
+    report_dir = project.root / "build" / "report"
+    assert (report_dir / "report.html").is_file() and (report_dir / "report.pdf").is_file()
+    assert "01_tiny" in (report_dir / "report.html").read_text()  # listed as not executed
+    with zipfile.ZipFile(project.root / "dist" / "DOE_JANE.zip") as archive:
+        assert {"report.pdf", "report.html"} <= set(archive.namelist())
+    # A missing optional piece is said, not fatal: this data folder has no contest data to predict.
+    assert "test predictions: not written: cannot read the data" in printed
+    assert "report (PDF)" in printed and "report (HTML)" in printed and "not delivered in this run:" in printed
+    assert "report section 01_tiny: not executed yet" in printed
 
 
 def test_command_line_skip_execution_uses_embedded_data_only_when_running(project, monkeypatch, capsys):

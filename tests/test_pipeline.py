@@ -9,6 +9,7 @@ their own from the unzipped folder.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -18,9 +19,14 @@ import zipfile
 from pathlib import Path
 
 import jupytext
+import numpy as np
 import pytest
 
 from contest_study.config import SUBMISSION_NAME
+from contest_study.export import check_zip
+from contest_study.registry import Registry
+from contest_study.report import pdf_prose_words
+from contest_study.submission_predictions import best_run_with_test_scores
 from contest_study.synthetic import generate_dataset
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -52,7 +58,7 @@ def smoke_run(tmp_path_factory):
         ["--profile", "smoke", "--data-dir", str(data_dir), "--workdir", str(workdir), "--out", str(out_dir)]
     )
     assert status == 0
-    return {"data_dir": Path(data_dir), "workdir": workdir, "zip": out_dir / f"{SUBMISSION_NAME}.zip"}
+    return {"data_dir": Path(data_dir), "workdir": workdir, "out": out_dir, "zip": out_dir / f"{SUBMISSION_NAME}.zip"}
 
 
 def test_zip_holds_the_py_twins_and_the_package_only(smoke_run):
@@ -62,7 +68,9 @@ def test_zip_holds_the_py_twins_and_the_package_only(smoke_run):
     assert {f"{SUBMISSION_NAME}/{path.stem}.py" for path in NOTEBOOKS} <= set(code)
     assert f"{SUBMISSION_NAME}/contest_study/data.py" in code
     assert all(name.endswith(".py") for name in code)
-    assert set(names) - set(code) <= {"README.md", "report.pdf", "report.html"}
+    assert set(names) - set(code) == {"README.md", "report.pdf", "report.html"}
+    # The zip as written passes the submission rules with the report inside.
+    check_zip(smoke_run["zip"], name=SUBMISSION_NAME, required=["README.md", "report.pdf", "report.html", *code])
 
 
 def test_figures_and_registry_entries_are_written(smoke_run):
@@ -73,6 +81,10 @@ def test_figures_and_registry_entries_are_written(smoke_run):
         "04_fully_connected_per_class_ap.png",
         "06_denoising_before_after.png",
         "07_transfer_learning_per_class_ap.png",
+        "08_best_per_family_per_class_ap.png",
+        "08_best_per_family_precision_recall.png",
+        "08_all_runs_per_label_ap.png",
+        "08_best_prediction_grid.png",
     } <= figures
     records = [json.loads(path.read_text()) for path in (smoke_run["workdir"] / "runs").glob("*/record.json")]
     families = {record["family"] for record in records}
@@ -80,6 +92,41 @@ def test_figures_and_registry_entries_are_written(smoke_run):
     for record in records:
         assert record["metrics"]["holdout"]["all"]["map"] is not None
         assert record["oracle"] is not None  # the embedded dataset has an oracle
+
+
+def test_report_holds_every_notebook_and_three_pages_of_prose(smoke_run):
+    report_dir = smoke_run["workdir"] / "build" / "report"
+    html = (report_dir / "report.html").read_text()
+    for ipynb in NOTEBOOKS:
+        assert f'id="nb-{ipynb.stem}"' in html, f"{ipynb.stem} is not in the report"
+    assert "Not in this report" not in html
+    # At least 3 pages of prose: 1,500 words of the PDF's text outside tables and printed output.
+    words = pdf_prose_words(report_dir / "report.pdf", html)
+    assert words >= 1500, f"the smoke report has {words} words of prose"
+
+
+def test_summary_notebook_ends_with_the_insight(smoke_run):
+    executed = (smoke_run["workdir"] / "build" / "notebooks" / "08_summary.ipynb").read_text()
+    assert "The most interesting insight" in executed and "What did not work" in executed
+
+
+def test_test_set_predictions_come_from_the_best_run(smoke_run):
+    def read(path):
+        with open(path, newline="") as handle:
+            return list(csv.reader(handle))
+
+    probabilities = read(smoke_run["out"] / f"{SUBMISSION_NAME}_test_probabilities.csv")
+    labels = read(smoke_run["out"] / f"{SUBMISSION_NAME}_test_labels.csv")
+    test_ids = [row[0] for row in read(smoke_run["data_dir"] / "test.csv")[1:]]
+    header = read(smoke_run["data_dir"] / "train.csv")[0]
+    assert probabilities[0] == labels[0] == header  # image_id, then the labels in the data's order
+    assert [row[0] for row in probabilities[1:]] == [row[0] for row in labels[1:]] == test_ids
+    # Every run of the smoke registry is of this study: the best of them by validation mAP.
+    best = best_run_with_test_scores(Registry(smoke_run["workdir"] / "runs").records())
+    scores = np.array([row[1:] for row in probabilities[1:]], dtype=float)
+    assert np.allclose(scores, best.predictions()["test_score"], atol=1e-6)
+    thresholds = np.array([best.thresholds[label] for label in header[1:]])
+    assert np.array_equal(np.array([row[1:] for row in labels[1:]], dtype=int), (scores >= thresholds).astype(int))
 
 
 def test_second_run_trains_nothing(smoke_run):

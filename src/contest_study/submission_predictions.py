@@ -214,9 +214,12 @@ def export_test_predictions(
     seed: int,
 ) -> TestPredictions:
     """The export's step: load the data's fingerprint, pick the best run of this study, write its CSVs."""
-    from contest_study.data import load_contest
+    from contest_study.data import DataError, load_contest
 
-    data = load_contest(data_dir, cache_dir=cache_dir, seed=seed)
+    try:
+        data = load_contest(data_dir, cache_dir=cache_dir, seed=seed)
+    except DataError as error:
+        raise PredictionsError(f"cannot read the data the runs were trained on: {error}") from error
     if data.test is None or len(data.test) == 0:
         raise PredictionsError(f"{data_dir} has no test.csv (or it lists no image): there is no test set to predict")
     runs, _ = runs_of_this_study(

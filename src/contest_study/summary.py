@@ -172,6 +172,12 @@ def _settings_text(differences: dict[str, str]) -> str:
     return ", ".join(items)
 
 
+def _setting_counts(flats: Sequence[dict[str, str]]) -> dict[str, Counter]:
+    """How many runs use each value of each setting (a run without the setting counts as None)."""
+    keys = {key for flat in flats for key in flat}
+    return {key: Counter(flat.get(key) for flat in flats) for key in keys}
+
+
 def distinct_names(records: Sequence[RunRecord]) -> dict[str, str]:
     """A readable, unique name per run key.
 
@@ -182,11 +188,14 @@ def distinct_names(records: Sequence[RunRecord]) -> dict[str, str]:
     groups: dict[str, list[RunRecord]] = {}
     for record in records:
         groups.setdefault(run_name(record), []).append(record)
+    overall = _setting_counts([_flat_hyperparams(record) for record in records])
     names = {}
     for base, group in groups.items():
         flats = [_flat_hyperparams(record) for record in group]
-        usual = {key: Counter(flat.get(key) for flat in flats).most_common(1)[0][0]
-                 for key in {key for flat in flats for key in flat}}
+        counts = _setting_counts(flats)
+        # The group's most common value; a tie goes to the value most runs of the study use.
+        usual = {key: max(values, key=lambda value: (values[value], overall[key][value], str(value)))
+                 for key, values in counts.items()}
         for record, flat in zip(group, flats):
             differences = {key: flat[key] for key in flat if flat[key] != usual[key]}
             names[record.key] = f"{base} [{_settings_text(differences)}]" if differences else base
@@ -277,10 +286,7 @@ def one_factor_effects(records: Sequence[RunRecord]) -> pd.DataFrame:
     and of hold-out mAP. ``from`` is the value most runs of the study use.
     """
     flats = {record.key: _flat_hyperparams(record) for record in records}
-    usual: dict[str, Counter] = {}
-    for flat in flats.values():
-        for key, value in flat.items():
-            usual.setdefault(key, Counter())[value] += 1
+    usual = _setting_counts(list(flats.values()))
     pairs = []
     records = list(records)
     for i, first in enumerate(records):

@@ -1,0 +1,152 @@
+"""The technical report: executed notebooks to one HTML and one PDF, the run check, the word count."""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+
+import nbformat
+import pytest
+from PIL import Image
+
+from contest_study.export import RUN_METADATA_KEY
+from contest_study.report import (
+    ReportError,
+    build_report,
+    pdf_prose_words,
+    pdf_text,
+    prose_words,
+    report_notebook,
+    split_prose,
+)
+
+RUN = {"profile": "smoke", "data_dir": "/data/contest", "seed": "42"}
+PROSE = (
+    "Convolutional filters recognise a ring wherever it is drawn, which is why the smallest network "
+    "already separates rings from squares. "
+)
+
+
+def _png() -> str:
+    buffer = io.BytesIO()
+    Image.new("L", (40, 30), 128).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def executed_notebook(title: str, *, run: dict | None = RUN, paragraphs: int = 3) -> nbformat.NotebookNode:
+    """A notebook as the export leaves it: prose, a table, a figure, printed lines, logs, a stray repr."""
+    code = nbformat.v4.new_code_cell("secret_source_line = print('kept fact')")
+    code.outputs = [
+        nbformat.v4.new_output("stream", name="stdout",
+                               text="Epoch 1/3\n12/12 - 1s - 10ms/step - loss: 0.5\nkept fact: 42 images\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="WARNING: noisy tensorflow log\n"),
+        nbformat.v4.new_output("execute_result", data={
+            "text/html": "<table><tr><th>zebrafish</th></tr><tr><td>tablewordonly</td></tr></table>",
+            "text/plain": "table"}, execution_count=1),
+        nbformat.v4.new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("display_data", data={"text/markdown": "The best model is **cnn_1e**.",
+                                                     "text/plain": "<Markdown>"}),
+    ]
+    stray = nbformat.v4.new_code_cell("plots.save_figure(fig)")
+    stray.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "PosixPath('/x/fig.png')"},
+                                            execution_count=2)]
+    cells = [
+        nbformat.v4.new_markdown_cell(f"# {title}\n\n" + PROSE * paragraphs),
+        code,
+        nbformat.v4.new_markdown_cell("## Results\n\n" + PROSE),
+        stray,
+    ]
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    if run is not None:
+        notebook.metadata[RUN_METADATA_KEY] = dict(run)
+    return notebook
+
+
+@pytest.fixture
+def executed(tmp_path):
+    folder = tmp_path / "build" / "notebooks"
+    folder.mkdir(parents=True)
+    nbformat.write(executed_notebook("01 — First"), folder / "01_first.ipynb")
+    nbformat.write(executed_notebook("02 — Second"), folder / "02_second.ipynb")
+    return folder
+
+
+NAMES = ["01_first", "02_second", "03_never_run"]
+
+
+def test_report_keeps_findings_and_drops_logs():
+    notebook = report_notebook(executed_notebook("01 — First"))
+    outputs = notebook.cells[1].outputs
+    assert [output.output_type for output in outputs] == ["stream", "execute_result", "display_data", "display_data"]
+    assert outputs[0].text == "kept fact: 42 images\n"
+    assert notebook.cells[3].outputs == []  # the bare PosixPath repr
+
+
+def test_build_report_writes_html_and_pdf_in_notebook_order(executed, tmp_path):
+    report_dir = tmp_path / "build" / "report"
+    messages = []
+    result = build_report(executed, NAMES, report_dir, run=RUN, author="DOE JANE", run_description="profile smoke",
+                          say=messages.append)
+
+    assert result.included == ["01_first", "02_second"]
+    assert [name for name, _ in result.missing] == ["03_never_run"]
+    assert "not executed yet" in result.missing[0][1]
+    html = result.html.read_text()
+    assert html.index("01 — First") < html.index("02 — Second")
+    assert "secret_source_line" not in html  # code is hidden
+    assert "kept fact: 42 images" in html and "Epoch 1/3" not in html and "noisy tensorflow" not in html
+    assert "PosixPath" not in html and "data:image/png;base64," in html
+    assert "<strong>cnn_1e</strong>" in html
+    assert "03_never_run" in html and "DOE JANE" in html  # the contents say what is missing
+    # Heading anchors are unique across notebooks ("Results" appears in both).
+    assert 'id="nb-01_first-2"' in html and 'id="nb-02_second-2"' in html
+    assert result.pdf.read_bytes().startswith(b"%PDF")
+    assert "secret_source_line" not in pdf_text(result.pdf)
+    assert sorted(path.name for path in report_dir.iterdir()) == ["report.html", "report.pdf"]  # no temp files
+    assert any("PDF" in message for message in messages)
+    assert result.files == [result.pdf, result.html]
+
+
+def test_words_are_counted_outside_tables_and_printed_output(executed, tmp_path):
+    result = build_report(executed, NAMES, tmp_path / "report", run=RUN, say=lambda _: None)
+    html = result.html.read_text()
+    prose, other = split_prose(html)
+    assert "zebrafish" in other and "zebrafish" not in prose
+    assert "kept" in other and "images" in other  # printed output is not prose
+    assert "contents" in other  # neither is the table of contents
+    expected = 2 * (len(PROSE.split()) * 4 + 1 + 1 + 5)  # paragraphs, both headings' words, the Markdown output
+    assert prose_words(html) == result.prose_words
+    # Headings: "First"/"Second" (the numbers and the dash are not words) and "Results".
+    assert abs(result.prose_words - expected) <= 4
+    assert abs(pdf_prose_words(result.pdf, html) - result.prose_words) <= 0.05 * result.prose_words
+
+
+def test_notebooks_of_another_run_are_left_out(executed, tmp_path):
+    nbformat.write(executed_notebook("02 — Second", run={**RUN, "profile": "default"}), executed / "02_second.ipynb")
+    nbformat.write(executed_notebook("03 — Third", run=None), executed / "03_never_run.ipynb")
+    result = build_report(executed, NAMES, tmp_path / "report", run=RUN, say=lambda _: None)
+    reasons = dict(result.missing)
+    assert result.included == ["01_first"]
+    assert "profile 'default' instead of 'smoke'" in reasons["02_second"]
+    assert "does not say which run" in reasons["03_never_run"]
+    assert "02 — Second" not in result.html.read_text()
+
+
+def test_nothing_to_report_is_an_error_and_writes_nothing(tmp_path):
+    with pytest.raises(ReportError, match="no executed notebook of this run.*01_first: not executed yet"):
+        build_report(tmp_path, ["01_first"], tmp_path / "report", say=lambda _: None)
+    assert not (tmp_path / "report").exists()
+
+
+def test_missing_pdf_engine_keeps_the_html_and_removes_a_stale_pdf(executed, tmp_path, monkeypatch):
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    (report_dir / "report.pdf").write_bytes(b"%PDF of an earlier run")
+    monkeypatch.setitem(sys.modules, "weasyprint", None)  # import weasyprint now raises ImportError
+
+    result = build_report(executed, NAMES, report_dir, run=RUN, say=lambda _: None)
+
+    assert result.pdf is None and "Pango" in result.pdf_error and "apt-get install" in result.pdf_error
+    assert result.html.is_file() and not (report_dir / "report.pdf").exists()
+    assert result.files == [result.html]
