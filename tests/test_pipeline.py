@@ -126,7 +126,8 @@ def test_test_set_predictions_come_from_the_best_run(smoke_run):
     scores = np.array([row[1:] for row in probabilities[1:]], dtype=float)
     assert np.allclose(scores, best.predictions()["test_score"], atol=1e-6)
     thresholds = np.array([best.thresholds[label] for label in header[1:]])
-    assert np.array_equal(np.array([row[1:] for row in labels[1:]], dtype=int), (scores >= thresholds).astype(int))
+    expected = (best.predictions()["test_score"] >= thresholds).astype(int)
+    assert np.array_equal(np.array([row[1:] for row in labels[1:]], dtype=int), expected)
 
 
 def test_second_run_trains_nothing(smoke_run):

@@ -429,28 +429,28 @@ def _learnt_and_failed(best: Sequence[RunRecord], achievable: float) -> tuple[li
     return (sorted(learnt, key=lambda pair: -pair[1]), sorted(failed, key=lambda pair: -pair[1]))
 
 
+def _family_finding(record: RunRecord, share: float, names: Mapping[str, str], achievable: float, source: str) -> str:
+    """One family's result through its best run, with the mechanism that explains it."""
+    learnt = share >= FAILURE_GAP_FRACTION
+    text = (
+        f"**{_family(record.family).capitalize()}**, best run {names[record.key]}, close {'' if learnt else 'only '}"
+        f"{share:.0%} of the gap between chance ({_fmt(chance_map(record))}) and {source} ({_fmt(achievable)}) on "
+        f"the non-black validation images (mAP {_fmt(_number(record.metrics['val']['non_black']['map']))})"
+    )
+    if learnt:
+        why = WHY_IT_SEES_SHAPES.get(record.family)
+        return text + (f": {why}." if why else ".")
+    why = WHY_IT_MISSES_SHAPES.get(record.family)
+    return text + ": they learnt little beyond the labels' base rates, not the shapes" + (f"; {why}." if why else ".")
+
+
 def describe_what_worked(best: Sequence[RunRecord], effects: pd.DataFrame, runs: StudyRuns,
                          names: Mapping[str, str]) -> str:
     """Markdown: what worked, what did not, and why, from the best run of each family and the one-setting pairs."""
     achievable, source = achievable_map(runs.records)
     learnt, failed = _learnt_and_failed(best, achievable)
-    worked, did_not = [], []
-    for record, share in learnt:
-        why = WHY_IT_SEES_SHAPES.get(record.family)
-        worked.append(
-            f"**{_family(record.family).capitalize()}**, best run {names[record.key]}, close {share:.0%} of the gap "
-            "between "
-            f"chance ({_fmt(chance_map(record))}) and {source} ({_fmt(achievable)}) on the non-black validation "
-            "images" + (f": {why}." if why else ".")
-        )
-    for record, share in failed:
-        why = WHY_IT_MISSES_SHAPES.get(record.family)
-        did_not.append(
-            f"**{_family(record.family).capitalize()}**, best run {names[record.key]}, close only {share:.0%} of "
-            "that gap "
-            f"(non-black mAP {_fmt(_number(record.metrics['val']['non_black']['map']))} against chance "
-            f"{_fmt(chance_map(record))}): they learnt little beyond the labels' base rates, not the shapes" + (f"; {why}." if why else ".")
-        )
+    worked = [_family_finding(record, share, names, achievable, source) for record, share in learnt]
+    did_not = [_family_finding(record, share, names, achievable, source) for record, share in failed]
     for _, row in effects.iterrows():
         change = row["change val mAP (non-black)"]
         if math.isnan(change):
