@@ -1,11 +1,16 @@
-"""Build the submission: sync the notebooks with their .py twins, run them, zip the code.
+"""Build the submission: sync the notebooks with their .py twins, run them, predict, report, zip.
 
     python scripts/export_submission.py [--profile smoke|default|full] [--data-dir DIR]
         [--name FAMILY_FIRST] [--out DIR] [--notebooks 01 03_name ...] [--force-retrain]
         [--skip-execution]
 
-Relative paths are taken from the current directory. The work itself is done by
-:mod:`contest_study.export`; this is its command-line front end.
+Writes ``OUT/NAME.zip`` (code folder, README, report), the test-set predictions of
+the best run (``OUT/NAME_test_probabilities.csv`` and ``OUT/NAME_test_labels.csv``),
+the technical report (``build/report/report.html`` and ``report.pdf`` under the work
+folder), the executed notebooks (``build/notebooks/``) and the figures (``figures/``),
+and prints where each one is. Relative paths are taken from the current directory.
+The work itself is done by :mod:`contest_study.export`; this is its command-line
+front end.
 """
 
 from __future__ import annotations
@@ -50,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=SUBMISSION_NAME,
         help=f"FAMILY_FIRST name of the zip and of its code folder (default {SUBMISSION_NAME})",
     )
-    parser.add_argument("--out", type=Path, default=Path("dist"), help="folder receiving NAME.zip (default dist/)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("dist"),
+        help="folder receiving NAME.zip and the test-set prediction CSVs (default dist/)",
+    )
     parser.add_argument(
         "--notebooks",
         nargs="+",
@@ -69,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder receiving data, cache, registry, figures and build/ (default: STUDY_WORKDIR or the repository)",
     )
-    parser.add_argument("--skip-execution", action="store_true", help="only sync the notebooks and build the zip")
+    parser.add_argument(
+        "--skip-execution",
+        action="store_true",
+        help="only sync the notebooks and build the zip (with the report already built, if any)",
+    )
     return parser
 
 

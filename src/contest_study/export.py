@@ -1,6 +1,6 @@
-"""Build the submission: sync the notebook pairs, run them headlessly, zip the code.
+"""Build the submission: sync the notebook pairs, run them headlessly, predict, report, zip.
 
-Three steps, each a set of small functions taking explicit paths so the tests can
+Five steps, each a set of small functions taking explicit paths so the tests can
 run them on a throw-away mini-project:
 
 1. **Sync** every ``notebooks/NN_name.ipynb`` with its jupytext twin
@@ -11,11 +11,16 @@ run them on a throw-away mini-project:
    parameters through the ``STUDY_*`` environment variables read by
    :func:`contest_study.config.study_context`. Executed copies go to
    ``build/notebooks/`` so the committed notebooks stay untouched.
-3. **Zip** the ``.py`` twins and the package they import (:func:`build_zip`), then
-   reopen the zip and check it against the submission rules (:func:`check_zip`).
+3. **Predict** the test set with the best run of the results registry: two CSVs in
+   the contest's shape beside the zip (:mod:`contest_study.submission_predictions`).
+4. **Report**: the executed notebooks of this run become ``build/report/report.html``
+   and ``report.pdf`` (:mod:`contest_study.report`).
+5. **Zip** the ``.py`` twins, the package they import and the report
+   (:func:`build_zip`), then reopen the zip and check it against the submission
+   rules (:func:`check_zip`).
 
-:func:`export_submission` chains the three; ``scripts/export_submission.py`` is
-its command-line front end.
+:func:`export_submission` chains them and prints where every deliverable is;
+``scripts/export_submission.py`` is its command-line front end.
 """
 
 from __future__ import annotations
