@@ -267,6 +267,15 @@ else:
 #   rates and away from what the visible images teach. One is kept so the
 #   training set still contains the case; the experiment of the model
 #   notebooks trains each family both ways and measures the effect.
+# - **Answer every black image with the black training images' base rates.**
+#   A black image is recognised exactly (every pixel 0), and its labels are
+#   coins, so the best possible score for each label is its positive rate
+#   among the black training images above. Every model's scores for black
+#   validation, hold-out and test images are replaced by these rates
+#   (`contest_study.evaluation.answer_black_images`); otherwise a network
+#   trained without black images would answer them with whatever its
+#   weights give an empty input, and the scores over all images would
+#   measure that accident rather than the model.
 # - **One channel instead of three.** The three channels of every image are
 #   equal (the loader checks this for each image and collapses them), so a
 #   3-channel input only triples the first layer's weights; the CNN notebook

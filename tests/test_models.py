@@ -125,3 +125,41 @@ def test_augmentation_keeps_a_black_image_black():
     black = np.zeros((4, 64, 64, 1), np.float32)
     augmented = np.asarray(augmentation_block()(black, training=True))
     assert black_mask(augmented).all()
+
+
+def test_fused_batch_normalization_trains_and_infers_exactly_like_keras():
+    import tensorflow as tf
+
+    from contest_study.models import FusedBatchNormalization
+
+    images = np.random.default_rng(0).normal(2.0, 3.0, (8, 6, 6, 4)).astype("float32")
+    fused = FusedBatchNormalization(momentum=0.9)
+    reference = keras.layers.BatchNormalization(momentum=0.9)
+    for layer in (fused, reference):
+        layer.build(images.shape)
+        layer.gamma.assign(np.linspace(0.5, 2.0, 4))
+        layer.beta.assign(np.linspace(-1.0, 1.0, 4))
+    # Random weights: a loss linear per channel would give gamma a gradient of exactly 0 (float noise).
+    weights = tf.constant(np.random.default_rng(1).normal(size=images.shape).astype("float32"))
+    gradients = []
+    for layer in (fused, reference):
+        with tf.GradientTape() as tape:
+            x = tf.constant(images)
+            tape.watch(x)
+            outputs = layer(x, training=True)
+            loss = tf.reduce_sum(outputs * weights)
+        gradients.append((outputs, *tape.gradient(loss, [x, layer.gamma, layer.beta])))
+    for ours, theirs in zip(*gradients):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    # Same moving statistics (Keras' biased batch variance), hence the same inference.
+    np.testing.assert_allclose(fused.moving_mean, reference.moving_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance, reference.moving_variance, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused(images, training=False), reference(images, training=False), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_batch_normalization_falls_back_to_keras_on_dense_features():
+    from contest_study.models import FusedBatchNormalization
+
+    features = np.random.default_rng(1).normal(size=(16, 5)).astype("float32")
+    fused, reference = FusedBatchNormalization(), keras.layers.BatchNormalization()
+    np.testing.assert_allclose(fused(features, training=True), reference(features, training=True), rtol=1e-5, atol=1e-5)

@@ -14,7 +14,7 @@ why a softmax over independent labels fails (the scores of one image are forced
 to sum to 1, so two present labels can never both score high).
 
 The networks are sized for the default profile on a 2-core CPU (about 8,000
-training images, at most 15 epochs): one epoch takes from about 1 s (``fc_3a``)
+training images, at most 8 epochs): one epoch takes from about 1 s (``fc_3a``)
 to about 8 s (``cnn_1d``, the deepest). :data:`MODELS` gives the family and a
 one-line description of each.
 """
@@ -109,8 +109,47 @@ def _labels_head(x, n_labels: int, output_activation: str):
 BATCH_NORM_MOMENTUM = 0.9
 
 
+@keras.saving.register_keras_serializable(package="contest_study")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras' batch normalisation, computed by TensorFlow's fused kernel while training on images.
+
+    Keras 3 normalises with separate TensorFlow ops (moments, then the affine
+    transform), several passes over the feature map; on a 2-core CPU a batch norm
+    after a 64x64x16 convolution then costs more than the convolution. The fused
+    kernel (``FusedBatchNormV3``, the one ``tf.keras`` 2 used) does it in one pass
+    and trains ``cnn_1e`` about twice as fast (``scripts/benchmark_training.py``).
+    The weights, the moving statistics (with Keras' biased batch variance) and
+    inference are exactly Keras'; any other input than a channels-last 4-D tensor
+    in training goes through Keras' own code.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or len(inputs.shape) != 4 or self.axis not in (-1, 3):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        # Keras keeps the statistics in float32 even under mixed precision.
+        inputs32 = tf.cast(inputs, "float32")
+        outputs, mean, unbiased_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs32,
+            scale=self.gamma if self.scale else tf.ones_like(self.moving_mean),
+            offset=self.beta if self.center else tf.zeros_like(self.moving_mean),
+            # Ignored while training (the kernel uses the batch's own statistics).
+            mean=tf.zeros_like(self.moving_mean),
+            variance=tf.ones_like(self.moving_variance),
+            epsilon=self.epsilon,
+            is_training=True,
+            data_format="NHWC",
+        )
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs32)[:3]), "float32")
+        variance = unbiased_variance * (count - 1.0) / count
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(outputs, self.compute_dtype)
+
+
 def _batch_norm():
-    return layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM)
+    return FusedBatchNormalization(momentum=BATCH_NORM_MOMENTUM)
 
 
 def _conv_bn_relu(x, filters: int, *, strides=1):
@@ -159,10 +198,10 @@ def build_cnn_1b(
     return keras.Model(inputs, _labels_head(x, n_labels, output_activation), name="cnn_1b")
 
 
-# Keras' batch normalisation is not fused on the TensorFlow CPU backend: on a 64x64x16
-# feature map it costs more than the convolution it follows. The networks below
-# therefore normalise only at 16x16 and below, and start with a plain conv + pool at
-# full resolution, which keeps the 2-3 pixel details (checkerboard cells, strokes).
+# Batch normalisation is the costliest layer on a CPU at full resolution (even fused, it
+# is memory-bound). The networks below therefore normalise only at 16x16 and below,
+# and start with a plain conv + pool at full resolution, which keeps the 2-3 pixel
+# details (checkerboard cells, strokes).
 
 
 def _full_resolution_stem(x, filters: int = 16):

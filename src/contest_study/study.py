@@ -123,37 +123,70 @@ class Study:
         return text
 
     @staticmethod
+    def describe_change(baseline: RunRecord, variant: RunRecord, change: str) -> str:
+        """What ``change`` did to ``baseline``'s scores and training time, in words, from both records."""
+        def scores(record, split):
+            return record.metrics[split]["non_black"]["map"], record.metrics[split]["all"]["map"]
+
+        (val_base, val_base_all), (val_variant, val_variant_all) = scores(baseline, "val"), scores(variant, "val")
+        holdout_change = scores(variant, "holdout")[0] - scores(baseline, "holdout")[0]
+        delta = val_variant - val_base
+        verdict = (
+            "no change beyond run-to-run noise"
+            if abs(delta) < NEGLIGIBLE_MAP_CHANGE
+            else ("an improvement" if delta > 0 else "a loss")
+        )
+        time_base, time_variant = baseline.data.get("wall_time_s"), variant.data.get("wall_time_s")
+        text = (
+            f"With {change}, {run_name(baseline)} scores a validation mAP of {val_variant:.3f} on the non-black "
+            f"images against {val_base:.3f} without ({delta:+.3f}, {verdict}; hold-out {holdout_change:+.3f}); "
+            f"over all validation images {val_variant_all:.3f} against {val_base_all:.3f}."
+        )
+        if time_base and time_variant:
+            text += (
+                f" Training took {time_variant:.0f} s against {time_base:.0f} s "
+                f"({variant.data.get('epochs_run')} and {baseline.data.get('epochs_run')} epochs)."
+            )
+        return text
+
+    @staticmethod
     def describe_black_effect(black_table: pd.DataFrame) -> str:
         """What keeping the black images did, in words, from :meth:`black_image_experiment`'s table."""
         removed, kept = black_table.iloc[0], black_table.iloc[1]
         change = {column: kept[column] - removed[column] for column in black_table.columns if "mAP" in column}
+        n_removed, n_kept = int(removed["training images"]), int(kept["training images"])
         text = (
             f"Keeping the black images changes the validation mAP by {change['val mAP (non-black)']:+.3f} on the "
             f"non-black images and by {change['val mAP (all)']:+.3f} on all images (hold-out: "
-            f"{change['holdout mAP (non-black)']:+.3f} and {change['holdout mAP (all)']:+.3f}), while the training "
-            f"set grows from {int(removed['training images'])} to {int(kept['training images'])} images. "
+            f"{change['holdout mAP (non-black)']:+.3f} and {change['holdout mAP (all)']:+.3f}); the training "
+            f"set has {n_removed} images without them and {n_kept} with them. "
         )
         non_black = change["val mAP (non-black)"]
         if abs(non_black) < NEGLIGIBLE_MAP_CHANGE:
             text += "On the non-black images the two training sets are equivalent within run-to-run noise. "
         elif non_black > 0:
-            text += (
-                "On the non-black images keeping them helped. The black images show no shape to learn from, so "
-                "a likely reason is the larger epoch: with the same epoch cap the network makes more weight "
-                "updates, i.e. trains longer; this comparison cannot tell that apart from a regularising "
-                "effect of the random labels. "
-            )
+            text += "On the non-black images keeping them helped. "
+            if n_kept > n_removed:
+                text += (
+                    "The black images show no shape to learn from, so a likely reason is the larger epoch: "
+                    "with the same epoch cap the network makes more weight updates, i.e. trains longer; this "
+                    "comparison cannot tell that apart from a regularising effect of the random labels. "
+                )
+            else:
+                text += (
+                    "Both training sets have the same size here (the profile caps them), so the difference "
+                    "is in which images the network saw, within the noise of such small runs. "
+                )
         else:
             text += (
                 "On the non-black images keeping them hurt: their random labels are pure label noise for "
                 "every weight that looks at shapes. "
             )
         text += (
-            "Over all images the difference comes mostly from the black validation images: a network that "
-            "never saw black images gives them arbitrary scores, while one trained on them learns to answer "
-            "the labels' base rates among black images, the best any model can do on them."
-            if change["val mAP (all)"] > change["val mAP (non-black)"]
-            else "Over all images the black validation images add the same guess to both runs."
+            "Over all images both runs answer the black validation images alike, with the positive rate of "
+            "each label among the black training images (the study's scoring rule; no model can do better on "
+            "random coins), so the all-images difference only carries the non-black one, diluted by the "
+            "black third."
         )
         return text
 
@@ -227,6 +260,8 @@ def run_name(record: RunRecord) -> str:
     variant = []
     if hyperparams.get("black_images") == "kept":
         variant.append("black images kept")
+    if hyperparams.get("augment"):
+        variant.append("augmented")
     if hyperparams.get("input_channels", 1) != 1:
         variant.append(f"{hyperparams['input_channels']} channels")
     return f"{record.model} ({', '.join(variant)})" if variant else record.model
