@@ -150,3 +150,19 @@ def test_missing_pdf_engine_keeps_the_html_and_removes_a_stale_pdf(executed, tmp
     assert result.pdf is None and "Pango" in result.pdf_error and "apt-get install" in result.pdf_error
     assert result.html.is_file() and not (report_dir / "report.pdf").exists()
     assert result.files == [result.html]
+
+
+def test_tables_too_wide_for_a_portrait_page_get_landscape_pages(executed, tmp_path):
+    from pypdf import PdfReader
+
+    notebook = executed_notebook("01 — First")
+    wide = "<table><tr>" + "".join(f"<th>c{i}</th>" for i in range(16)) + "</tr><tr>" + "<td>1</td>" * 16 + "</tr></table>"
+    notebook.cells[1].outputs.append(nbformat.v4.new_output("display_data", data={"text/html": wide, "text/plain": "t"}))
+    nbformat.write(notebook, executed / "01_first.ipynb")
+
+    result = build_report(executed, NAMES, tmp_path / "report", run=RUN, say=lambda _: None)
+
+    html = result.html.read_text()
+    assert html.count('<table class="wide">') == 1  # the narrow table stays on portrait pages
+    sizes = [(float(page.mediabox.width), float(page.mediabox.height)) for page in PdfReader(str(result.pdf)).pages]
+    assert any(width > height for width, height in sizes) and any(width < height for width, height in sizes)

@@ -61,6 +61,10 @@ _HEADING = re.compile(
     r'<h([1-6]) id="[^"]*">(.*?)(?:<a class="anchor-link" href="#[^"]*">[^<]*</a>)?</h\1>', re.DOTALL
 )
 _CELL_ID = re.compile(r'\sid="cell-id=[^"]*"')
+_TABLE = re.compile(r"<table\b([^>]*)>(.*?)</table>", re.DOTALL)
+_HEADER_ROW = re.compile(r"<tr\b[^>]*>(.*?)</tr>", re.DOTALL)
+# A table with more columns than this does not fit the width of a portrait A4 page: it gets landscape pages.
+WIDE_TABLE_COLUMNS = 11
 _TAG = re.compile(r"<[^>]+>")
 
 
@@ -158,6 +162,27 @@ def _plain(fragment: str) -> str:
     return html_lib.unescape(_TAG.sub("", fragment)).strip()
 
 
+def _columns(table_html: str) -> int:
+    first_row = _HEADER_ROW.search(table_html)
+    return len(re.findall(r"<t[hd]\b", first_row.group(1))) if first_row else 0
+
+
+def _mark_wide_tables(body: str) -> str:
+    """Give every table too wide for a portrait page the class ``wide`` (laid out on landscape pages)."""
+
+    def mark(match: re.Match) -> str:
+        attributes, inner = match.group(1), match.group(2)
+        if _columns(inner) <= WIDE_TABLE_COLUMNS:
+            return match.group(0)
+        if 'class="' in attributes:
+            attributes = attributes.replace('class="', 'class="wide ', 1)
+        else:
+            attributes += ' class="wide"'
+        return f"<table{attributes}>{inner}</table>"
+
+    return _TABLE.sub(mark, body)
+
+
 def notebook_section(path: Path, exporter=None) -> NotebookSection:
     """Convert one executed notebook into a report section (code hidden, headings anchored)."""
     try:
@@ -174,7 +199,7 @@ def notebook_section(path: Path, exporter=None) -> NotebookSection:
         headings.append(heading)
         return f'<h{level} id="{heading.anchor}">{inner}</h{level}>'
 
-    body = _CELL_ID.sub("", _HEADING.sub(renumber, body))
+    body = _mark_wide_tables(_CELL_ID.sub("", _HEADING.sub(renumber, body)))
     title = next((heading.text for heading in headings if heading.level == 1), name)
     return NotebookSection(name=name, title=title, body=body, headings=headings)
 
@@ -215,6 +240,8 @@ nav.contents a { color: #111; text-decoration: none; }
 nav.contents .missing { font-size: 9.5pt; color: #8a1f11; }
 @media print { nav.contents a::after { content: leader('.') target-counter(attr(href), page); } }
 section.notebook { break-before: page; }
+@page landscape { size: A4 landscape; }
+table.wide { page: landscape; font-size: 6.5pt; }
 """
 
 
