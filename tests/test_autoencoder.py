@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,6 +16,7 @@ from contest_study.autoencoder import (
     compression_rate,
     sample_noise,
 )
+from contest_study.data import black_mask
 from conftest import tiny_study
 
 TINY = AutoencoderSettings(
@@ -112,6 +114,23 @@ def test_gaussian_reference_picks_the_blur_that_restores_best():
     noisy = clean + 0.2 * np.random.default_rng(0).standard_normal(clean.shape).astype(np.float32)
     assert autoencoder.choose_gaussian_sigma(clean, noisy) == max(autoencoder.GAUSSIAN_SIGMAS)
     assert autoencoder.gaussian_filter_images(noisy, 1.0).shape == noisy.shape
+
+
+def test_denoising_images_are_the_seeded_choice_among_non_black_train_and_test_images(tmp_path):
+    data = tiny_study(tmp_path).data
+    for cap in (None, 40, 12):
+        settings = dataclasses.replace(TINY, max_images=cap)
+        images = autoencoder.denoising_images(data, settings, None, seed=3)
+        # The same choice, made on all the images copied into one array first.
+        pool = np.concatenate([data.train.images, data.test.images])
+        pool = pool[~black_mask(pool)]
+        generator = np.random.default_rng(3)
+        if cap is not None and len(pool) > cap:
+            pool = pool[np.sort(generator.choice(len(pool), cap, replace=False))]
+        order = generator.permutation(len(pool))
+        n_monitor = max(1, round(autoencoder.MONITOR_FRACTION * len(pool)))
+        assert np.array_equal(images.train, pool[np.sort(order[n_monitor:])])
+        assert np.array_equal(images.monitor, pool[np.sort(order[:n_monitor])])
 
 
 # ----------------------------------------------------------------------------- cached run

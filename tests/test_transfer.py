@@ -137,6 +137,28 @@ def test_a_weights_file_that_does_not_fit_is_an_error_naming_it(tmp_path):
 def test_settings_refuse_a_configuration_without_imagenet_weights():
     with pytest.raises(ValueError, match="ImageNet weights"):
         dataclasses.replace(TINY, backbone_image_size=64)
+    with pytest.raises(ValueError, match="backbone_input_size .* >= 32"):
+        dataclasses.replace(TINY, backbone_input_size=16)
+
+
+def test_only_the_smoke_profile_resizes_to_another_side_than_the_weights():
+    for name in ("default", "full"):
+        settings = transfer.settings_for(name)
+        assert settings.input_size == settings.backbone_image_size
+    smoke = transfer.settings_for("smoke")
+    assert (smoke.backbone_image_size, smoke.input_size) == (96, 32)
+    assert transfer.settings_table(smoke).loc["backbone_input_size", "value"] == 32
+    assert transfer.settings_table(transfer.settings_for("default")).loc["backbone_input_size", "value"] == 96
+
+
+def test_imagenet_weights_fit_a_smaller_input_side(no_weights_anywhere):
+    # No-top weights are convolutions only: the 96x96 file loads into the smoke profile's 32x32 network.
+    path = no_weights_anywhere / transfer.imagenet_weights_file_name(ALPHA, SIZE)
+    saved = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), alpha=ALPHA, include_top=False, weights=None)
+    saved.save(path)
+    model = transfer.build_backbone_classifier(alpha=ALPHA, image_size=32, weights_path=path)
+    assert model.get_layer("backbone").input.shape[1:3] == (32, 32)
+    assert not _changed(_weights(saved), _weights(model.get_layer("backbone")))
     with pytest.raises(ValueError, match="no transfer settings for profile 'huge'"):
         transfer.settings_for("huge")
 
@@ -168,6 +190,23 @@ def test_missing_weights_give_a_run_labelled_random_init(tmp_path, no_weights_an
     _assert_standard_classifier_record(record)
     table = study.table(runs.values())
     assert table.loc[0, "model"] == "mobilenetv2_random_init" and "random init" in table.loc[0, "description"]
+
+
+def test_the_backbone_input_side_is_the_one_built_and_described(tmp_path, no_weights_anywhere, monkeypatch):
+    sides = []
+
+    def recording_builder(*args, image_size, **options):
+        sides.append(image_size)
+        return _tiny_backbone_classifier(*args, image_size=image_size, **options)
+
+    monkeypatch.setattr(transfer, "build_backbone_classifier", recording_builder)
+    study = tiny_study(tmp_path / "study")
+    settings = dataclasses.replace(TINY, backbone_input_size=32)
+    # The weights looked for are still those of the 96x96 configuration.
+    record = transfer.train_backbone_transfer(study, transfer.find_imagenet_weights(ALPHA, SIZE), settings=settings,
+                                              verbose=0)["random_init"]
+    assert set(sides) == {32}
+    assert record.hyperparams["image_size"] == 32 and "32x32 input" in record.description
 
 
 def test_found_weights_give_frozen_then_fine_tuned_transfer_runs(tmp_path, no_weights_anywhere, monkeypatch):

@@ -220,9 +220,9 @@ def architecture_fingerprint(build) -> str:
     of the old one (as ``training.architecture_fingerprint`` does for the study's
     networks). The session is cleared first: auto-generated layer names are in the config.
     """
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)  # no garbage collection: it only costs time
     fingerprint = hashlib.sha256(build().to_json().encode()).hexdigest()[:12]
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     return fingerprint
 
 
@@ -300,15 +300,20 @@ def denoising_images(data, settings: AutoencoderSettings, profile: Profile | Non
     """Training and test images without the black ones (capped, seeded), split into train and
     monitor parts; the non-black validation images (capped by the profile) for the scores."""
     pools = [data.train.images] + ([data.test.images] if data.test is not None and len(data.test) else [])
-    pool = np.concatenate(pools)
-    pool = pool[~black_mask(pool)]
+    # Positions of the non-black images in train + test, chosen before any image is copied.
+    chosen = np.flatnonzero(np.concatenate([~black_mask(images) for images in pools]))
     generator = np.random.default_rng(seed)
-    if settings.max_images is not None and len(pool) > settings.max_images:
-        pool = pool[np.sort(generator.choice(len(pool), settings.max_images, replace=False))]
-    if len(pool) < 2:
+    if settings.max_images is not None and len(chosen) > settings.max_images:
+        chosen = chosen[np.sort(generator.choice(len(chosen), settings.max_images, replace=False))]
+    if len(chosen) < 2:
         raise ValueError(
-            f"the training and test images hold {len(pool)} non-black image(s); the autoencoder needs at least 2"
+            f"the training and test images hold {len(chosen)} non-black image(s); the autoencoder needs at least 2"
         )
+    starts = np.cumsum([0] + [len(images) for images in pools])
+    pool = np.concatenate([
+        images[chosen[(chosen >= start) & (chosen < start + len(images))] - start]
+        for images, start in zip(pools, starts)
+    ])
     order = generator.permutation(len(pool))
     n_monitor = max(1, round(MONITOR_FRACTION * len(pool)))
     val = drop_black_images(data.val, keep=0)

@@ -67,6 +67,8 @@ RANDOM_INIT_LABEL = "random init (no ImageNet weights found)"
 # The configurations keras.applications publishes ImageNet weights for (MobileNetV2).
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 IMAGENET_IMAGE_SIZES = (96, 128, 160, 192, 224)
+# The smallest input side MobileNetV2 accepts.
+MIN_INPUT_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,10 @@ class TransferSettings:
     (the from-scratch reference gets their sum). ``backbone_*``: the same for
     MobileNetV2, with its width multiplier ``backbone_alpha``, its input side
     ``backbone_image_size`` and a cap on its training images
-    ``backbone_max_train_images`` (None: the profile's).
+    ``backbone_max_train_images`` (None: the profile's). ``backbone_input_size``
+    (None: ``backbone_image_size``) resizes the images to another side than the one of
+    the ImageNet configuration whose weights are looked for: only the ``smoke`` profile
+    does, to test the same code on fewer pixels (no-top weights fit any side).
     """
 
     frozen_epochs: int
@@ -87,6 +92,7 @@ class TransferSettings:
     backbone_max_train_images: int | None
     backbone_alpha: float = 0.35
     backbone_image_size: int = 96
+    backbone_input_size: int | None = None
     head_learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
     hidden_units: int = 64
@@ -106,6 +112,12 @@ class TransferSettings:
                 f"TransferSettings: MobileNetV2 has ImageNet weights for alpha in {IMAGENET_ALPHAS} and input "
                 f"sides in {IMAGENET_IMAGE_SIZES}, got alpha {self.backbone_alpha} and side {self.backbone_image_size}"
             )
+        side = self.input_size
+        if isinstance(side, bool) or not isinstance(side, int) or side < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"TransferSettings.backbone_input_size must be None or an integer >= {MIN_INPUT_SIZE} "
+                f"(MobileNetV2's smallest input), got {side!r}"
+            )
         if self.backbone_max_train_images is not None and self.backbone_max_train_images < 1:
             raise ValueError(
                 f"TransferSettings.backbone_max_train_images must be None or >= 1, got {self.backbone_max_train_images}"
@@ -113,10 +125,18 @@ class TransferSettings:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TransferSettings.dropout must be in [0, 1), got {self.dropout}")
 
+    @property
+    def input_size(self) -> int:
+        """The side MobileNetV2's input images are resized to."""
+        return self.backbone_image_size if self.backbone_input_size is None else self.backbone_input_size
+
 
 # ``default`` keeps notebooks 06 and 07 together within a few minutes on a 2-core CPU:
 # MobileNetV2 at its smallest ImageNet configuration (alpha 0.35, 96x96) on a seeded
 # 2,000 of the training images, for 2 epochs; the encoder runs use every training image.
+# ``smoke`` feeds MobileNetV2 32x32 images (a ninth of the pixels; the 96x96 weights
+# are the ones looked for): its training and its predictions on the whole test split
+# were most of the smoke run's time.
 SETTINGS: dict[str, TransferSettings] = {
     "smoke": TransferSettings(
         frozen_epochs=1,
@@ -124,6 +144,7 @@ SETTINGS: dict[str, TransferSettings] = {
         backbone_frozen_epochs=1,
         backbone_fine_tune_epochs=1,
         backbone_max_train_images=32,
+        backbone_input_size=32,
         eager_training=True,
     ),
     "default": TransferSettings(
@@ -224,6 +245,10 @@ def build_backbone_classifier(
 # ----------------------------------------------------------------------------- ImageNet weights
 
 
+def _configuration(alpha: float, image_size: int) -> str:
+    return f"MobileNetV2 (alpha {alpha:g}, {image_size}x{image_size} input)"
+
+
 def imagenet_weights_file_name(alpha: float, image_size: int) -> str:
     """The name keras.applications gives MobileNetV2's no-top ImageNet weights in its cache."""
     return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{image_size}_no_top.h5"
@@ -255,7 +280,7 @@ class WeightsLookup:
 
     @property
     def configuration(self) -> str:
-        return f"MobileNetV2 (alpha {self.alpha:g}, {self.image_size}x{self.image_size} input)"
+        return _configuration(self.alpha, self.image_size)
 
     @property
     def message(self) -> str:
@@ -536,10 +561,11 @@ def train_backbone_transfer(
                             oracle=study.oracle)
     input_shape = splits.train.images.shape[1:]
     n_labels = len(splits.label_names)
-    network = {"alpha": settings.backbone_alpha, "image_size": settings.backbone_image_size,
+    # The side the images are resized to (the weights' configuration's, but in the smoke profile).
+    network = {"alpha": settings.backbone_alpha, "image_size": settings.input_size,
                "dropout": settings.dropout}
     common = {**split_hyperparams("removed", backbone_profile), "backbone": "MobileNetV2", **network}
-    configuration = lookup.configuration
+    configuration = _configuration(settings.backbone_alpha, settings.input_size)
 
     def build(weights_path, trainable):
         def make():
@@ -605,4 +631,4 @@ def train_backbone_transfer(
 
 def settings_table(settings: TransferSettings) -> pd.DataFrame:
     """The settings as a one-column table, for the notebook to state every reduction."""
-    return pd.Series(asdict(settings), name="value").to_frame()
+    return pd.Series({**asdict(settings), "backbone_input_size": settings.input_size}, name="value").to_frame()
