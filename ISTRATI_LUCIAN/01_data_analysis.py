@@ -75,7 +75,7 @@ split_table
 # %%
 # Positives and negatives per label and split, side by side.
 figure = plots.label_balance({name: split.labels for name, split in labelled_splits.items()}, label_names)
-plots.save_figure(figure, "01_label_balance", context.figures_dir)
+_ = plots.save_figure(figure, "01_label_balance", context.figures_dir)
 
 # %% [markdown]
 # ### Label co-occurrence
@@ -88,7 +88,7 @@ plots.save_figure(figure, "01_label_balance", context.figures_dir)
 # %%
 # Conditional rates P(column label | row label) on the non-black training images.
 train_labels = data.train.labels[~black_mask(data.train.images)]
-plots.save_figure(plots.label_cooccurrence(train_labels, label_names), "01_label_cooccurrence", context.figures_dir)
+_ = plots.save_figure(plots.label_cooccurrence(train_labels, label_names), "01_label_cooccurrence", context.figures_dir)
 correlation = pd.DataFrame(np.corrcoef(train_labels.T), index=label_names, columns=label_names).round(3)
 correlation
 
@@ -106,7 +106,7 @@ figure = plots.image_grid(
     data.train.images[sample], data.train.labels[sample], label_names, ids=data.train.ids[sample],
     title="Training images and their labels",
 )
-plots.save_figure(figure, "01_example_images", context.figures_dir)
+_ = plots.save_figure(figure, "01_example_images", context.figures_dir)
 
 # %% [markdown]
 # ## Totally black images
@@ -137,7 +137,7 @@ all_labelled_images = np.concatenate([split.images for split in labelled_splits.
 all_labels = np.concatenate([split.labels for split in labelled_splits.values()])
 all_black = black_mask(all_labelled_images)
 figure = plots.black_image_labels(all_labels[all_black], label_names)
-plots.save_figure(figure, "01_black_image_labels", context.figures_dir)
+_ = plots.save_figure(figure, "01_black_image_labels", context.figures_dir)
 black_rates = all_labels[all_black].mean(axis=0) if all_black.any() else np.full(len(label_names), np.nan)
 other_rates = all_labels[~all_black].mean(axis=0)
 display(Markdown(
@@ -175,7 +175,7 @@ figure = plots.duplicate_pairs(
     non_black_images[[index_of[i] for i in closest.iloc[:, 1]]] if len(closest) else non_black_images[:0],
     closest["distance"].to_numpy() if len(closest) else np.array([]),
 )
-plots.save_figure(figure, "01_near_duplicates", context.figures_dir)
+_ = plots.save_figure(figure, "01_near_duplicates", context.figures_dir)
 
 # %% [markdown]
 # ## Pixel intensities
@@ -194,7 +194,7 @@ intensity
 figure = plots.intensity_histogram(
     {name: split.images[~black_mask(split.images)] for name, split in labelled_splits.items()}
 )
-plots.save_figure(figure, "01_intensity_histogram", context.figures_dir)
+_ = plots.save_figure(figure, "01_intensity_histogram", context.figures_dir)
 
 # %% [markdown]
 # ## Choosing the metric

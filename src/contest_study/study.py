@@ -94,7 +94,7 @@ class Study:
         histories = {name: run.history for name, run in runs.items() if not run.history.empty}
         if histories:
             figures["learning_curves"] = plots.learning_curves(histories)
-        return _saved_and_closed(figures, prefix, self.context.figures_dir)
+        return self.save_figures(figures, prefix)
 
     def best_run_figures(self, record: RunRecord, prefix: str) -> dict:
         """Prediction grid (validation) and confusion matrices (hold-out) of one run, saved and returned."""
@@ -104,7 +104,7 @@ class Study:
             ),
             "confusion_matrices": plots.confusion_matrices_from_record(record, self.label_names, split="holdout"),
         }
-        return _saved_and_closed(figures, prefix, self.context.figures_dir)
+        return self.save_figures(figures, prefix)
 
     def describe_best(self, record: RunRecord, family_name: str) -> str:
         """A sentence (Markdown) with the scores of the best run of a family, built from its record."""
@@ -121,6 +121,17 @@ class Study:
                 f"so this network is {gap:.3f} below the best achievable score."
             )
         return text
+
+    def save_figures(self, figures: dict, prefix: str) -> dict:
+        """Save each figure as ``figures/<prefix>_<name>.png`` and close it; return ``figures`` for display.
+
+        Closed, a figure is no longer drawn again by the notebook's inline backend at
+        the end of the cell; it is shown once, where the notebook displays it.
+        """
+        for name, figure in figures.items():
+            plots.save_figure(figure, f"{prefix}_{name}", self.context.figures_dir)
+            plt.close(figure)
+        return figures
 
     @staticmethod
     def describe_change(baseline: RunRecord, variant: RunRecord, change: str) -> str:
@@ -240,18 +251,6 @@ class Study:
             force=force,
             profile=self.context.profile,
         )
-
-
-def _saved_and_closed(figures: dict, prefix: str, figures_dir) -> dict:
-    """Save each figure as ``<prefix>_<name>.png`` and close it.
-
-    Closed, a figure is no longer drawn again by the notebook's inline backend at
-    the end of the cell; it is shown once, where the notebook displays it.
-    """
-    for name, figure in figures.items():
-        plots.save_figure(figure, f"{prefix}_{name}", figures_dir)
-        plt.close(figure)
-    return figures
 
 
 def run_name(record: RunRecord) -> str:

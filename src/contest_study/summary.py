@@ -16,7 +16,7 @@ Two yardsticks make the scores of different models readable:
   probabilities of the embedded dataset) when there is one, else the best run's.
 
 The share of the way from the first to the second that a run covers is its
-**gap closed** (:func:`gap_closed`); below :data:`~contest_study.tuning.FAILURE_GAP_FRACTION`
+**gap closed** (:func:`gap_closed`); below :data:`~contest_study.metrics.FAILURE_GAP_FRACTION`
 the run learnt nothing about the shapes, the threshold notebook 05 uses for its trials.
 """
 
@@ -34,7 +34,7 @@ import pandas as pd
 from contest_study.registry import RunRecord, best_per_family
 from contest_study.study import NEGLIGIBLE_MAP_CHANGE, Study, comparison_table, run_name
 from contest_study.submission_predictions import runs_of_this_study
-from contest_study.tuning import FAILURE_GAP_FRACTION
+from contest_study.metrics import FAILURE_GAP_FRACTION
 
 # How each family is called in sentences.
 FAMILY_NAMES = {

@@ -46,7 +46,7 @@ from keras_tuner.engine.trial import TrialStatus
 from contest_study.config import Profile, get_profile
 from contest_study.data import black_mask
 from contest_study.evaluation import prepare_splits, score_and_save, split_hyperparams
-from contest_study.metrics import multilabel_average_precision_scorer
+from contest_study.metrics import FAILURE_GAP_FRACTION, multilabel_average_precision_scorer
 from contest_study.models import MODELS, build_fc_3a, get_model_spec
 from contest_study.registry import Registry, RunRecord
 from contest_study.training import TrainConfig, config_for_profile, run_experiment
@@ -641,10 +641,6 @@ def plan_model(study, plan: TuningPlan, family: str) -> tuple[str, str]:
 
 CONFIG_COLUMNS = ("epochs", "learning_rate", "optimizer", "loss", "output_activation", "train_metric",
                   "batch_size", "lr_schedule")
-# A trial "failed to learn" when it closes less than this share of the gap between guessing
-# (the chance mAP of constant scores) and the best trial of its table.
-FAILURE_GAP_FRACTION = 0.1
-
 
 def _finite(value) -> float:
     return -math.inf if value is None or not math.isfinite(value) else float(value)
