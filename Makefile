@@ -13,7 +13,7 @@ OUT ?= dist
 # WeasyPrint lays the technical report out as a PDF through the Pango system library.
 PANGO_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0
 
-.PHONY: submission test install pango data benchmark clean
+.PHONY: submission test install pango data benchmark benchmark-pipeline clean
 
 install: $(INSTALLED)
 	@$(BIN)/python -c "from weasyprint import HTML" >/dev/null 2>&1 || $(MAKE) --no-print-directory pango
@@ -45,8 +45,14 @@ test: install
 data: install
 	$(BIN)/python -m contest_study.synthetic --out data/embedded
 
-benchmark: install
+# Loader against the per-file loop, then the training throughput of every network (a few minutes).
+benchmark: install data
 	$(BIN)/python scripts/benchmark_loader.py
+	$(BIN)/python scripts/benchmark_training.py
+
+# End-to-end time of the pipeline in a scratch folder: empty registry, then nothing changed.
+benchmark-pipeline: install data
+	$(BIN)/python scripts/benchmark_pipeline.py --profile $(PROFILE) $(if $(DATA),--data-dir $(DATA))
 
 clean:
 	rm -rf build dist .cache
