@@ -434,7 +434,8 @@ def _family_finding(record: RunRecord, share: float, names: Mapping[str, str], a
     learnt = share >= FAILURE_GAP_FRACTION
     text = (
         f"**{_family(record.family).capitalize()}**, best run {names[record.key]}, close {'' if learnt else 'only '}"
-        f"{share:.0%} of the gap between chance ({_fmt(chance_map(record))}) and {source} ({_fmt(achievable)}) on "
+        # A share a hair below 0 (a run scoring under chance by noise) reads as 0%, not -0%.
+        f"{max(share, 0.0):.0%} of the gap between chance ({_fmt(chance_map(record))}) and {source} ({_fmt(achievable)}) on "
         f"the non-black validation images (mAP {_fmt(_number(record.metrics['val']['non_black']['map']))})"
     )
     if learnt:
@@ -546,7 +547,7 @@ def most_interesting_insight(best: Sequence[RunRecord], effects: pd.DataFrame, r
             f"**The kind of model decides.** Only the {_family(top.family)} learnt "
             f"the shapes: {names[top.key]} closes {learnt[0][1]:.0%} of the gap between chance and {source} on "
             f"the non-black validation images, while the best of the {_join([_family(r.family) for r, _ in failed])} "
-            f"closes at most {max(share for _, share in failed):.0%}. "
+            f"closes at most {max(0.0, max(share for _, share in failed)):.0%}. "
             f"The headline validation mAP hides this: {names[bottom.key]} scores {_fmt(bottom_all)} over all images "
             f"but {_fmt(bottom_nb)} on the non-black ones, so "
             + ("what lifts it over all images is the black images, answered with their labels' base rates, not "
@@ -579,8 +580,13 @@ def most_interesting_insight(best: Sequence[RunRecord], effects: pd.DataFrame, r
     if source == "the oracle":
         distance = achievable - _number(top.metrics["val"]["non_black"]["map"])
         if distance < NEGLIGIBLE_MAP_CHANGE:
+            reach = (
+                f"is within {distance:.3f} of the oracle"
+                if distance > 0
+                else f"matches the oracle ({_fmt(_number(top.metrics['val']['non_black']['map']))} against {_fmt(achievable)})"
+            )
             text += (
-                f" And the best model, {names[top.key]}, is within {max(distance, 0):.3f} of the oracle on the "
+                f" And the best model, {names[top.key]}, {reach} on the "
                 "non-black images: what it still gets wrong there is the label noise of the data (labels flipped at "
                 "random, which no model can predict), not the network."
             )
