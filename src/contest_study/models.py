@@ -14,7 +14,7 @@ why a softmax over independent labels fails (the scores of one image are forced
 to sum to 1, so two present labels can never both score high).
 
 The networks are sized for the default profile on a 2-core CPU (about 8,000
-training images, at most 8 epochs): one epoch takes from about 1 s (``fc_3a``)
+training images, at most 6 epochs): one epoch takes from about 1 s (``fc_3a``)
 to about 8 s (``cnn_1d``, the deepest). :data:`MODELS` gives the family and a
 one-line description of each.
 """
