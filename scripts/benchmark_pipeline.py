@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", choices=PROFILE_NAMES, default="smoke")
     parser.add_argument("--data-dir", type=Path, default=None, help="contest folder (default: data/embedded)")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (its path is printed)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch registry, cache and build too (the logs and the zip are always kept; the path is printed)")
     args = parser.parse_args(argv)
     root = repository_root()
     if root is None:
@@ -80,8 +81,6 @@ def main(argv=None) -> None:
           f"(load average now {os.getloadavg()[0]:.2f})")
     print(f"logs: {scratch / 'first_run.log'}, {scratch / 'second_run.log'}")
     if not args.keep:
-        import shutil
-
         shutil.rmtree(scratch / "work", ignore_errors=True)
 
 

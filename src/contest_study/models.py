@@ -116,8 +116,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
     Keras 3 normalises with separate TensorFlow ops (moments, then the affine
     transform), several passes over the feature map; on a 2-core CPU a batch norm
     after a 64x64x16 convolution then costs more than the convolution. The fused
-    kernel (``FusedBatchNormV3``, the one ``tf.keras`` 2 used) does it in one pass
-    and trains ``cnn_1e`` about twice as fast (``scripts/benchmark_training.py``).
+    kernel (``FusedBatchNormV3``, the one ``tf.keras`` 2 used) does it in one pass.
     The weights, the moving statistics (with Keras' biased batch variance) and
     inference are exactly Keras'; any other input than a channels-last 4-D tensor
     in training goes through Keras' own code.
@@ -180,8 +179,8 @@ def build_cnn_1b(
 ) -> keras.Model:
     """The ``Conv-Pool-Conv-Pool-Conv-Conv-Pool-Dense-Dense`` network, 16-32-48-48 filters.
 
-    The last Dense is the head; 48 rather than 64 filters in the third stage keeps an
-    epoch of 8,000 images near 6 s on a 2-core CPU.
+    The last Dense is the head; 48 rather than 64 filters in the third stage keeps
+    its epochs cheap on a 2-core CPU.
     """
     _check_options(input_shape, n_labels, output_activation, dropout)
     inputs, x = _inputs(input_shape, augment)

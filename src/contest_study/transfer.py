@@ -520,7 +520,6 @@ def train_encoder_transfer(
         force=force, verbose=verbose,
     )
 
-
     runs["from_scratch"] = _train_classifier(
         study, splits,
         model_name="ae_encoder_scratch",
