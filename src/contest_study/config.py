@@ -34,6 +34,18 @@ class Profile:
     batch_size: int = 64
     early_stopping_patience: int = 5
     extra: dict = field(default_factory=dict)
+    # Notebook 05's grid: the share of the training images (black ones removed) each trial trains on,
+    # the source's epochs axis, the learning rates tried, and whether all 144 cells run (else learning
+    # rate x optimizer x loss, then one setting at a time around the best cell).
+    tuning_train_fraction: float = 1.0
+    tuning_epochs: tuple[int, ...] = (5, 10)
+    tuning_learning_rates: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
+    tuning_full_grid: bool = False
+    # Notebook 05's GridSearchCV over dropout x kernel initializer of the small dense network.
+    sklearn_dropouts: tuple[float, ...] = (0.0, 0.5)
+    sklearn_initializers: tuple[str, ...] = ("zeros", "glorot_uniform", "he_normal")
+    sklearn_folds: int = 3
+    sklearn_epochs: int = 5
 
 
 PROFILES: dict[str, Profile] = {
@@ -44,12 +56,21 @@ PROFILES: dict[str, Profile] = {
         max_epochs=1,
         batch_size=32,
         early_stopping_patience=1,
+        tuning_epochs=(1, 2),
+        tuning_learning_rates=(1e-2,),
+        sklearn_dropouts=(0.5,),
+        sklearn_initializers=("zeros", "he_normal"),
+        sklearn_folds=2,
+        sklearn_epochs=1,
     ),
     # 6 epochs: on the embedded data the best CNNs reach their best validation loss by
     # epoch 5-7 (within 0.01 mAP of the oracle on the non-black images), and the
     # notebooks 02-04 must fit in 12 minutes on a 2-core CPU (8 epochs took 15).
-    "default": Profile(name="default", max_train_images=None, max_eval_images=None, max_epochs=6),
-    "full": Profile(name="full", max_train_images=None, max_eval_images=None, max_epochs=100),
+    "default": Profile(name="default", max_train_images=None, max_eval_images=None, max_epochs=6,
+                       tuning_train_fraction=0.3),
+    "full": Profile(name="full", max_train_images=None, max_eval_images=None, max_epochs=100,
+                    tuning_full_grid=True, sklearn_dropouts=(0.0, 0.2, 0.4, 0.6),
+                    sklearn_initializers=("zeros", "random_normal", "glorot_uniform", "he_normal"), sklearn_epochs=10),
 }
 
 
