@@ -1,15 +1,14 @@
 """Profiles and locations shared by the notebooks, the scripts and the tests.
 
-A notebook never hard-codes a path or an epoch count: it asks :func:`study_context`,
-which reads the environment variables set by ``scripts/export_submission.py``
-(``STUDY_PROFILE``, ``STUDY_DATA_DIR``, ``STUDY_WORKDIR``, ``STUDY_SEED``) and
-falls back to sensible defaults when the notebook is opened by hand in JupyterLab.
+``PROFILES`` is the one table of per-profile settings. :func:`study_context` turns the
+values of a notebook's parameters cell (profile, data_dir, workdir, seed) into a
+:class:`StudyContext`.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, replace
+import operator
+from dataclasses import dataclass
 from pathlib import Path
 
 PROFILE_NAMES = ("smoke", "default", "full")
@@ -29,23 +28,12 @@ class Profile:
     # Caps on the number of images per split (None: use everything).
     max_train_images: int | None
     max_eval_images: int | None
-    # Upper bound on epochs; early stopping usually ends training sooner.
+    # Upper bound on epochs; early stopping ends training sooner.
     max_epochs: int
     batch_size: int = 64
     early_stopping_patience: int = 5
-    extra: dict = field(default_factory=dict)
-    # Notebook 05's grid: the share of the training images (black ones removed) each trial trains on,
-    # the source's epochs axis, the learning rates tried, and whether all 144 cells run (else learning
-    # rate x optimizer x loss, then one setting at a time around the best cell).
-    tuning_train_fraction: float = 1.0
-    tuning_epochs: tuple[int, ...] = (5, 10)
-    tuning_learning_rates: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
-    tuning_full_grid: bool = False
-    # Notebook 05's GridSearchCV over dropout x kernel initializer of the small dense network.
-    sklearn_dropouts: tuple[float, ...] = (0.0, 0.5)
-    sklearn_initializers: tuple[str, ...] = ("zeros", "glorot_uniform", "he_normal")
-    sklearn_folds: int = 3
-    sklearn_epochs: int = 5
+    # float16 activations with float32 weights: faster on a recent GPU, slower on a CPU.
+    mixed_precision: bool = False
 
 
 PROFILES: dict[str, Profile] = {
@@ -56,21 +44,11 @@ PROFILES: dict[str, Profile] = {
         max_epochs=1,
         batch_size=32,
         early_stopping_patience=1,
-        tuning_epochs=(1, 2),
-        tuning_learning_rates=(1e-2,),
-        sklearn_dropouts=(0.5,),
-        sklearn_initializers=("zeros", "he_normal"),
-        sklearn_folds=2,
-        sklearn_epochs=1,
     ),
-    # 6 epochs: on the embedded data the best CNNs reach their best validation loss by
-    # epoch 5-7 (within 0.01 mAP of the oracle on the non-black images), and the
-    # notebooks 02-04 must fit in 12 minutes on a 2-core CPU (8 epochs took 15).
-    "default": Profile(name="default", max_train_images=None, max_eval_images=None, max_epochs=6,
-                       tuning_train_fraction=0.3),
-    "full": Profile(name="full", max_train_images=None, max_eval_images=None, max_epochs=100,
-                    tuning_full_grid=True, sklearn_dropouts=(0.0, 0.2, 0.4, 0.6),
-                    sklearn_initializers=("zeros", "random_normal", "glorot_uniform", "he_normal"), sklearn_epochs=10),
+    # The cap is far above the epoch where validation loss stops improving, so every
+    # run ends by early stopping: a converged network, not one cut short.
+    "default": Profile(name="default", max_train_images=None, max_eval_images=None, max_epochs=40),
+    "full": Profile(name="full", max_train_images=None, max_eval_images=None, max_epochs=100),
 }
 
 
@@ -78,27 +56,25 @@ def get_profile(name: str) -> Profile:
     """Return the profile called ``name`` or fail with the list of valid names."""
     try:
         return PROFILES[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(
-            f"unknown profile {name!r} (option --profile / STUDY_PROFILE); choose one of {', '.join(PROFILE_NAMES)}"
+            f"unknown profile {name!r} (parameter profile / option --profile); choose one of {', '.join(PROFILE_NAMES)}"
         ) from None
 
 
 def repository_root() -> Path | None:
-    """The git checkout holding this package, when it is installed from one (src layout)."""
-    candidate = Path(__file__).resolve().parents[2]
-    return candidate if (candidate / "pyproject.toml").is_file() else None
+    """The checkout holding this package when it is installed from one (``<root>/src/contest_study``)."""
+    package_dir = Path(__file__).resolve().parent
+    root = package_dir.parents[1]
+    return root if package_dir.parent.name == "src" and (root / "pyproject.toml").is_file() else None
 
 
 def default_workdir() -> Path:
     """Where data, caches, the registry and figures go when nothing else is said.
 
     In the repository this is the repository root; in an unzipped submission
-    folder (no pyproject.toml above the package) it is the current directory.
+    folder (the package beside the notebooks) it is the current directory.
     """
-    env = os.environ.get("STUDY_WORKDIR")
-    if env:
-        return Path(env).expanduser().resolve()
     return repository_root() or Path.cwd().resolve()
 
 
@@ -123,22 +99,27 @@ class StudyContext:
     def figures_dir(self) -> Path:
         return self.workdir / "figures"
 
-    @property
-    def build_dir(self) -> Path:
-        return self.workdir / "build"
 
-    def with_profile(self, name: str) -> "StudyContext":
-        return replace(self, profile=get_profile(name))
+def study_context(
+    profile: str = "default",
+    data_dir: str | Path | None = None,
+    workdir: str | Path | None = None,
+    seed: int = 42,
+) -> StudyContext:
+    """The context of a run from the parameters cell's values.
 
-
-def study_context() -> StudyContext:
-    """Build the context of the current run from the environment (see module docstring)."""
-    workdir = default_workdir()
-    profile = get_profile(os.environ.get("STUDY_PROFILE", "default"))
-    data_dir = Path(os.environ.get("STUDY_DATA_DIR") or workdir / "data" / "embedded").expanduser().resolve()
-    seed_text = os.environ.get("STUDY_SEED", "42")
+    ``workdir`` None: :func:`default_workdir`; ``data_dir`` None: the embedded
+    dataset, ``<workdir>/data/embedded``.
+    """
     try:
-        seed = int(seed_text)
-    except ValueError:
-        raise ValueError(f"STUDY_SEED must be an integer, got {seed_text!r}") from None
-    return StudyContext(profile=profile, workdir=workdir, data_dir=data_dir, seed=seed)
+        if isinstance(seed, bool):
+            raise TypeError
+        seed = operator.index(seed)
+    except TypeError:
+        raise ValueError(f"parameter seed must be an integer, got {seed!r}") from None
+    resolved_profile = get_profile(profile)
+    resolved_workdir = Path(workdir).expanduser().resolve() if workdir is not None else default_workdir()
+    resolved_data = (
+        Path(data_dir).expanduser().resolve() if data_dir is not None else resolved_workdir / "data" / "embedded"
+    )
+    return StudyContext(profile=resolved_profile, workdir=resolved_workdir, data_dir=resolved_data, seed=seed)
