@@ -34,6 +34,17 @@ class Profile:
     early_stopping_patience: int = 5
     # float16 activations with float32 weights: faster on a recent GPU, slower on a CPU.
     mixed_precision: bool = False
+    # Notebooks 06-07: the denoising autoencoder pretrains on every non-black image (None) or a seeded
+    # cap of them, for at most autoencoder_max_epochs; pretrained and from-scratch encoders are compared
+    # at each label budget (fractions of the labelled training images); MobileNetV2, the slowest network
+    # on a CPU, trains on at most backbone_max_train_images for at most backbone_max_epochs, its input
+    # resized to backbone_input_size (None: the 96x96 of the ImageNet weights).
+    autoencoder_max_images: int | None = None
+    autoencoder_max_epochs: int = 30
+    label_budgets: tuple = (0.05, 0.2, 1.0)
+    backbone_max_train_images: int | None = 2000
+    backbone_max_epochs: int = 8
+    backbone_input_size: int | None = None
 
 
 PROFILES: dict[str, Profile] = {
@@ -44,11 +55,18 @@ PROFILES: dict[str, Profile] = {
         max_epochs=1,
         batch_size=32,
         early_stopping_patience=1,
+        autoencoder_max_images=256,
+        autoencoder_max_epochs=1,
+        label_budgets=(0.25, 1.0),
+        backbone_max_train_images=32,
+        backbone_max_epochs=1,
+        backbone_input_size=32,
     ),
     # The cap is far above the epoch where validation loss stops improving, so every
     # run ends by early stopping: a converged network, not one cut short.
     "default": Profile(name="default", max_train_images=None, max_eval_images=None, max_epochs=40),
-    "full": Profile(name="full", max_train_images=None, max_eval_images=None, max_epochs=100),
+    "full": Profile(name="full", max_train_images=None, max_eval_images=None, max_epochs=100,
+                    autoencoder_max_epochs=100, backbone_max_train_images=None, backbone_max_epochs=100),
 }
 
 
