@@ -45,6 +45,18 @@ class Profile:
     backbone_max_train_images: int | None = 2000
     backbone_max_epochs: int = 8
     backbone_input_size: int | None = None
+    # Notebook 05's grid: the share of the training images (black ones removed) each trial trains on,
+    # the source's epochs axis, the learning rates tried, and whether all 144 cells run (else learning
+    # rate x optimizer x loss, then one setting at a time around the best cell).
+    tuning_train_fraction: float = 1.0
+    tuning_epochs: tuple = (5, 10)
+    tuning_learning_rates: tuple = (1e-3, 1e-2, 1e-1)
+    tuning_full_grid: bool = False
+    # Notebook 05's GridSearchCV over dropout x kernel initializer of the small dense network.
+    sklearn_dropouts: tuple = (0.0, 0.5)
+    sklearn_initializers: tuple = ("zeros", "glorot_uniform", "he_normal")
+    sklearn_folds: int = 3
+    sklearn_epochs: int = 5
 
 
 PROFILES: dict[str, Profile] = {
@@ -61,12 +73,21 @@ PROFILES: dict[str, Profile] = {
         backbone_max_train_images=32,
         backbone_max_epochs=1,
         backbone_input_size=32,
+        tuning_epochs=(1, 2),
+        tuning_learning_rates=(1e-2,),
+        sklearn_dropouts=(0.5,),
+        sklearn_initializers=("zeros", "he_normal"),
+        sklearn_folds=2,
+        sklearn_epochs=1,
     ),
     # The cap is far above the epoch where validation loss stops improving, so every
     # run ends by early stopping: a converged network, not one cut short.
-    "default": Profile(name="default", max_train_images=None, max_eval_images=None, max_epochs=40),
+    "default": Profile(name="default", max_train_images=None, max_eval_images=None, max_epochs=40,
+                       tuning_train_fraction=0.3),
     "full": Profile(name="full", max_train_images=None, max_eval_images=None, max_epochs=100,
-                    autoencoder_max_epochs=100, backbone_max_train_images=None, backbone_max_epochs=100),
+                    autoencoder_max_epochs=100, backbone_max_train_images=None, backbone_max_epochs=100,
+                    tuning_full_grid=True, sklearn_dropouts=(0.0, 0.2, 0.4, 0.6),
+                    sklearn_initializers=("zeros", "random_normal", "glorot_uniform", "he_normal"), sklearn_epochs=10),
 }
 
 
