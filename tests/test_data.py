@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import stat
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,22 +18,14 @@ from PIL import Image
 import contest_study.data as data_module
 from contest_study.data import (
     DataError,
+    FolderProblems,
     Split,
     black_mask,
     drop_black_images,
     load_contest,
     subsample,
 )
-
-
-def read_rows(path: Path) -> list[list[str]]:
-    with open(path, newline="") as handle:
-        return list(csv.reader(handle))
-
-
-def write_rows(path: Path, rows: list[list[str]]) -> None:
-    with open(path, "w", newline="") as handle:
-        csv.writer(handle).writerows(rows)
+from fault_folders import FAULTS, HEALTHY, read_rows, write_rows
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int, bytes]]:
@@ -89,14 +84,45 @@ def test_loads_contest_layout(make_contest_folder):
     assert any("1 channel" in note for note in data.notes)
 
 
-def test_channels_kept_when_asked_or_when_they_differ(make_contest_folder):
-    data = load_contest(make_contest_folder(n_test=0), keep_channels=True)
-    assert data.channels == 3
-    np.testing.assert_array_equal(data.train.images[..., 0], data.train.images[..., 2])
+def with_red_pixel(path: Path) -> np.ndarray:
+    """Make one pixel of the image at ``path`` red; return its expected luminance (Pillow's "L")."""
+    pixels = np.asarray(Image.open(path).convert("RGB")).copy()
+    pixels[10, 20] = (255, 0, 0)
+    Image.fromarray(pixels).save(path)
+    return np.asarray(Image.fromarray(pixels).convert("L")) / 255
 
-    data = load_contest(make_contest_folder("colour", n_test=0, colour_ids=(3,)))
+
+def test_a_colour_image_becomes_luminance_with_a_warning_naming_it(make_contest_folder, tmp_path):
+    folder = make_contest_folder(black_fraction=0)
+    expected = with_red_pixel(folder / "test_images" / "000043.png")
+    other = with_red_pixel(folder / "val_images" / "000031.png")
+    for _ in range(2):  # decoded, then from the cache: said both times
+        with pytest.warns(UserWarning) as caught:
+            data = load_contest(folder, cache_dir=tmp_path / "cache")
+        (message,) = [str(warning.message) for warning in caught]
+        assert message.startswith("2 colour image(s) converted to gray luminance")
+        assert "val_images/000031.png, test_images/000043.png" in message and "keep_channels=True" in message
+        assert data.channels == 1
+        assert all(split.images.shape[-1] == 1 for split in all_splits(data).values())
+        row = list(data.test.ids).index("000043.png")
+        np.testing.assert_allclose(data.test.images[row, ..., 0], expected, atol=1e-6)
+        np.testing.assert_allclose(data.val.images[0, ..., 0], other, atol=1e-6)
+    assert data.test.images[row, 10, 20, 0] == np.float32(76 / 255)  # 0.299 * 255, rounded
+
+
+def test_keep_channels_gives_every_image_three_channels(make_contest_folder, tmp_path):
+    folder = make_contest_folder(black_fraction=0)
+    with_red_pixel(folder / "test_images" / "000043.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_contest(folder, keep_channels=True, cache_dir=tmp_path / "cache")
     assert data.channels == 3
-    assert any("different channels" in note and "000003.png" in note for note in data.notes)
+    for split in all_splits(data).values():
+        assert split.images.shape[1:] == (64, 64, 3)
+    np.testing.assert_array_equal(data.train.images[..., 0], data.train.images[..., 2])
+    row = list(data.test.ids).index("000043.png")
+    assert data.test.images[row, 10, 20].tolist() == [1.0, 0.0, 0.0]
+    assert any("keep_channels=True: every image has 3 channels (1 of 48 in colour)" in note for note in data.notes)
 
 
 @pytest.mark.parametrize("layout", ["split", "images", "root"])
@@ -198,15 +224,6 @@ def test_rare_label_combinations_are_merged(make_contest_folder):
     assert any("merged" in note and "111 (1)" in note for note in data.notes)
 
 
-def test_overlapping_csvs_are_refused(make_contest_folder):
-    folder = make_contest_folder()
-    rows = read_rows(folder / "val.csv")
-    rows.append(read_rows(folder / "train.csv")[1])  # 000001.png is also in train.csv
-    write_rows(folder / "val.csv", rows)
-    with pytest.raises(DataError, match=r"'000001.png' \(train.csv line 2, val.csv line 12\)"):
-        load_contest(folder, image_dir=None)
-
-
 def test_test_ids_may_repeat_labelled_ids_when_the_files_differ(make_contest_folder):
     folder = make_contest_folder()
     rows = read_rows(folder / "test.csv")
@@ -215,14 +232,6 @@ def test_test_ids_may_repeat_labelled_ids_when_the_files_differ(make_contest_fol
     write_rows(folder / "test.csv", rows)
     data = load_contest(folder)
     assert "000001.png" in data.test.ids
-
-
-def test_one_file_behind_two_rows_is_refused(make_contest_folder):
-    folder = make_contest_folder()
-    write_rows(folder / "holdout.csv", [["image_id", "label_1", "label_2", "label_3"], ["000002", "0", "1", "0"]])
-    # holdout.csv falls back to train_images/, where 000002.png is train.csv's image.
-    with pytest.raises(DataError, match=r"image file\(s\) appear .*'train_images/000002.png' \(train.csv line 3, holdout.csv line 2\)"):
-        load_contest(folder)
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA"])
@@ -236,46 +245,12 @@ def test_other_image_modes_load_as_grayscale(make_contest_folder, mode):
     np.testing.assert_allclose(data.val.images[0, ..., 0], gray / 255, atol=1e-6)
 
 
-def test_sixteen_bit_images_are_refused_by_name(make_contest_folder):
-    folder = make_contest_folder()
-    image = folder / "val_images" / "000031.png"
-    Image.fromarray(np.full((64, 64), 40000, np.uint16)).save(image)
-    with pytest.raises(DataError, match=r"cannot read image .*000031.png \(val.csv line 2\): I;16 images"):
-        load_contest(folder)
-
-
 # --------------------------------------------------------------------------- bad input
 
 
 def test_missing_folder(tmp_path):
     with pytest.raises(DataError, match="does-not-exist.*does not exist"):
         load_contest(tmp_path / "does-not-exist")
-
-
-def test_missing_train_csv(make_contest_folder):
-    folder = make_contest_folder()
-    (folder / "train.csv").unlink()
-    with pytest.raises(DataError, match="train.csv not found"):
-        load_contest(folder)
-
-
-def test_csv_without_expected_columns(make_contest_folder):
-    folder = make_contest_folder()
-    rows = [[row[0], row[1], row[3]] for row in read_rows(folder / "val.csv")]
-    write_rows(folder / "val.csv", rows)
-    with pytest.raises(DataError, match=r"val.csv lacks the expected column\(s\) label_2; columns found: image_id, label_1, label_3"):
-        load_contest(folder)
-
-    folder = make_contest_folder("renamed-test")
-    rows = read_rows(folder / "test.csv")
-    write_rows(folder / "test.csv", [["name"]] + rows[1:])
-    with pytest.raises(DataError, match=r"test.csv lacks the expected column\(s\) image_id; columns found: name"):
-        load_contest(folder)
-
-    folder = make_contest_folder("ids-only")
-    write_rows(folder / "train.csv", [[row[0]] for row in read_rows(folder / "train.csv")])
-    with pytest.raises(DataError, match="train.csv has no label columns"):
-        load_contest(folder)
 
 
 def test_column_options_naming_absent_columns(make_contest_folder):
@@ -296,68 +271,124 @@ def test_bad_option_values(make_contest_folder):
         load_contest(folder, image_dir="nowhere")
 
 
-def test_id_listed_twice(make_contest_folder):
-    folder = make_contest_folder()
-    rows = read_rows(folder / "train.csv")
-    rows[5][0] = rows[2][0]
-    write_rows(folder / "train.csv", rows)
-    with pytest.raises(DataError, match=r"train.csv: image id '000002.png' is listed twice \(lines 3 and 6\)"):
-        load_contest(folder)
+def assert_refused(folder: Path, cache: Path, **options) -> FolderProblems:
+    """Load ``folder``, expect one FolderProblems, and check that neither the folder nor the cache changed."""
+    before = snapshot(folder)
+    with pytest.raises(FolderProblems) as error:
+        load_contest(folder, cache_dir=cache, **options)
+    assert snapshot(folder) == before
+    assert not cache.exists() or not list(cache.iterdir())
+    return error.value
 
 
-def test_empty_id(make_contest_folder):
-    folder = make_contest_folder()
-    rows = read_rows(folder / "train.csv")
-    rows[4][0] = " "
-    write_rows(folder / "train.csv", rows)
-    with pytest.raises(DataError, match="train.csv line 5: the image id .* is empty"):
-        load_contest(folder)
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_each_fault_is_reported_with_its_file_and_line(make_contest_folder, tmp_path, fault):
+    folder = make_contest_folder(**HEALTHY)
+    kind, where, message = FAULTS[fault](folder)
+    error = assert_refused(folder, tmp_path / "cache")
+    assert [(problem.kind, problem.where) for problem in error.problems] == [(kind, where)]
+    assert re.search(message, error.problems[0].message), error.problems[0].message
+    assert f"\n{kind} (1):\n  {where}: " in str(error)
 
 
-def test_missing_images_are_counted_and_named(make_contest_folder):
-    folder = make_contest_folder()
-    for number in (3, 4, 5, 6, 7, 8, 9):
+FIVE_FAULTS = ("label_two", "missing_image", "truncated_png", "parent_id", "val_symlink_to_train_image")
+
+
+def test_five_problems_are_listed_in_one_error_grouped_by_kind(make_contest_folder, tmp_path):
+    folder = make_contest_folder(**HEALTHY)
+    expected = [FAULTS[fault](folder) for fault in FIVE_FAULTS]
+    error = assert_refused(folder, tmp_path / "cache")
+    found = {(problem.kind, problem.where): problem.message for problem in error.problems}
+    assert len(error.problems) == 5
+    for kind, where, message in expected:
+        assert re.search(message, found[kind, where])
+    report = str(error)
+    assert report.startswith(f"contest folder {folder}: 5 problem(s) of 5 kind(s); nothing was loaded\n")
+    # Grouped: each kind's heading, then its problem on the next line.
+    for kind, where, _ in expected:
+        assert f"{kind} (1):\n  {where}: " in report
+
+
+def test_many_problems_are_capped_and_counted(make_contest_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "MAX_PROBLEMS", 6)
+    folder = make_contest_folder(**HEALTHY)
+    for number in range(1, 11):
         (folder / "train_images" / f"{number:06d}.png").unlink()
-    with pytest.raises(DataError, match=r"7 image\(s\) listed in .*train.csv not found.*'000003.png' \(train.csv line 4\)") as error:
-        load_contest(folder)
-    assert "..." in str(error.value)
+    FAULTS["label_two"](folder)
+    error = assert_refused(folder, tmp_path / "cache")
+    assert len(error.problems) == 11
+    lines = str(error).splitlines()
+    # At most 6 // 2 problems of each of the 2 kinds are listed.
+    assert lines[1:] == [
+        "bad label (1):",
+        "  val.csv line 4: column 'label_2': label is '2', not 0 or 1",
+        "missing image (10):",
+        "  train.csv line 2: image '000001.png' not found in train_images/, the folder itself "
+        "(tried the id, then the id + .png/.jpg/.jpeg)",
+        *lines[5:7],
+        "  ... and 7 more of this kind",
+    ]
+    assert lines[5].startswith("  train.csv line 3:") and lines[6].startswith("  train.csv line 4:")
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_unreadable_image_is_named(make_contest_folder, damage):
-    folder = make_contest_folder(black_fraction=0)
-    image = folder / "val_images" / "000033.png"
-    content = image.read_bytes()
-    image.write_bytes(b"not a png at all" if damage == "garbage" else content[: len(content) // 2])
-    with pytest.raises(DataError, match=r"cannot read image .*000033.png \(val.csv line 4\)"):
-        load_contest(folder)
+def test_a_symlink_inside_the_folder_is_fine(make_contest_folder):
+    folder = make_contest_folder(**HEALTHY)
+    (folder / "pixels").mkdir()
+    (folder / "train_images" / "000005.png").rename(folder / "pixels" / "000005.png")
+    (folder / "train_images" / "000005.png").symlink_to(Path("..", "pixels", "000005.png"))
+    assert "000005.png" in set(load_contest(folder, holdout_fraction=0).train.ids)
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [("", "label is empty"), ("2", "label is '2', not 0 or 1"), ("yes", "label is 'yes', not 0 or 1")],
-)
-def test_bad_label_value(make_contest_folder, value, expected):
-    folder = make_contest_folder()
-    rows = read_rows(folder / "val.csv")
-    rows[3][2] = value
-    write_rows(folder / "val.csv", rows)
-    with pytest.raises(DataError, match=f"val.csv line 4, column 'label_2': {expected}"):
-        load_contest(folder)
+def test_image_dir_outside_the_folder_is_allowed_when_named(make_contest_folder, tmp_path):
+    folder = make_contest_folder(image_layout="images")
+    (folder / "images").rename(tmp_path / "elsewhere")
+    assert len(load_contest(folder, image_dir=tmp_path / "elsewhere").val) == 10
 
 
-def test_malformed_csvs(make_contest_folder):
-    folder = make_contest_folder()
-    with open(folder / "train.csv", "a") as handle:
-        handle.write("000099.png,1,0\n")
-    with pytest.raises(DataError, match="train.csv, line 32: 3 fields where the header has 4"):
-        load_contest(folder)
-    (folder / "train.csv").write_text("")
-    with pytest.raises(DataError, match="train.csv is empty"):
-        load_contest(folder)
-    (folder / "train.csv").write_text("image_id,label_1\n")
-    with pytest.raises(DataError, match="train.csv has a header but no rows"):
-        load_contest(folder)
+# --------------------------------------------------------------------------- validate command
+
+
+def run_validate(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "contest_study.data", "validate", *arguments], capture_output=True, text=True
+    )
+
+
+def test_validate_command_lists_the_problems_and_exits_1(make_contest_folder, tmp_path):
+    folder = make_contest_folder(**HEALTHY)
+    expected = [FAULTS[fault](folder) for fault in FIVE_FAULTS]
+    before = snapshot(folder)
+    result = run_validate(str(folder))
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith(f"contest folder {folder}: 5 problem(s)")
+    for kind, where, _ in expected:
+        assert f"{kind} (1):\n  {where}: " in result.stdout
+    assert snapshot(folder) == before
+
+
+def test_validate_command_on_a_clean_folder_exits_0(make_contest_folder, capsys):
+    folder = make_contest_folder(**HEALTHY)
+    write_rows(folder / "test_images" / "000017.png", [])  # an empty file: unreadable
+    assert data_module.main(["validate", str(folder)]) == 1
+    assert "unreadable image (1):\n  test.csv line 2: cannot read image test_images/000017.png" in capsys.readouterr().out
+
+    folder = make_contest_folder("clean", **HEALTHY)
+    before = snapshot(folder)
+    assert data_module.main(["validate", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"contest folder {folder}: no problem found\n")
+    assert "train.csv: 12 rows" in out and "all 19 images are grayscale" in out
+    assert snapshot(folder) == before  # nothing written: no cache, no temporary file
+
+
+def test_validate_command_usage_errors_exit_2(tmp_path, make_contest_folder, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        data_module.main([])
+    assert exit_status.value.code == 2
+    assert data_module.main(["validate", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err
+    assert data_module.main(["validate", str(make_contest_folder(**HEALTHY)), "--id-column", "file"]) == 2
+    assert "option id_column='file'" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- cache
@@ -510,14 +541,3 @@ def test_subsample_is_seeded_and_keeps_order():
     assert small.ids.tolist() != subsample(split, 10, seed=1).ids.tolist()
     positions = [split.ids.tolist().index(i) for i in small.ids]
     assert positions == sorted(positions)
-
-
-def test_big_arrays_from_a_prefaulted_mapping_behave_like_numpy_arrays(make_contest_folder, tmp_path, monkeypatch):
-    folder = make_contest_folder()
-    expected = load_contest(folder)
-    monkeypatch.setattr(data_module, "BIG_ARRAY_BYTES", 1)  # every array takes the big-array path
-    for cache in (tmp_path / "cache", tmp_path / "cache"):  # cold, then from the cache
-        data = load_contest(folder, cache_dir=cache)
-        assert_same_data(expected, data)
-    data.train.images[0] = 0.5  # writable like any array
-    assert data.train.images[0].mean() == 0.5
