@@ -1,10 +1,11 @@
 # Two entry points for a fresh machine: `make submission` and `make test`.
-# Both create .venv when it is missing and (re)install when pyproject.toml changes.
+# Both create .venv when it is missing and (re)install when pyproject.toml or the lock changes.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+LOCK := requirements/lock.txt
 PROFILE ?= default
 DATA ?=
 NAME ?= ISTRATI_LUCIAN
@@ -13,7 +14,7 @@ OUT ?= dist
 # WeasyPrint lays the technical report out as a PDF through the Pango system library.
 PANGO_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0
 
-.PHONY: submission test install pango data benchmark benchmark-pipeline clean
+.PHONY: submission test install lock pango data benchmark benchmark-pipeline clean
 
 install: $(INSTALLED)
 	@$(BIN)/python -c "from weasyprint import HTML" >/dev/null 2>&1 || $(MAKE) --no-print-directory pango
@@ -29,12 +30,23 @@ pango:
 			"until then the export writes the HTML report only" >&2; \
 	fi
 
-$(INSTALLED): pyproject.toml
+# The exact versions of the lock (CPU TensorFlow), then the package itself without resolving again.
+$(INSTALLED): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
+
+# Re-resolve the lock after editing pyproject.toml's dependencies (uv keeps the pins that still
+# fit; UPGRADE=--upgrade moves every pin to the newest allowed), then environment.yml from it.
+# tensorflow stays out: the CPU build of the extra "cpu" provides its module.
+lock: install
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/python -m uv pip compile pyproject.toml --extra cpu --extra test --no-emit-package tensorflow \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --annotation-style line $(UPGRADE) -o $(LOCK)
+	$(BIN)/python scripts/write_environment.py
 
 submission: install
 	$(BIN)/python scripts/export_submission.py --profile $(PROFILE) --name $(NAME) --out $(OUT) $(if $(DATA),--data-dir $(DATA))
