@@ -14,12 +14,16 @@ import pandas as pd
 import pytest
 
 from contest_study.metrics import evaluate_run
+import contest_study.registry as registry_module
 from contest_study.registry import (
+    ENGINE_LIBRARIES,
+    ENGINE_MODULES,
     FORCE_ENV,
     Registry,
     RegistryError,
     RunLockedError,
     best_per_family,
+    engine_version,
     save_predictions,
 )
 
@@ -54,6 +58,8 @@ def scored_payload(seed=0, quality=0.5, oracle=False, **extra):
         "description": "a test run",
         "label_names": LABELS,
         "epochs_run": 3,
+        "best_epoch": 2,
+        "stopped_because": "epoch cap",
         "wall_time_s": 1.5,
         "params": 1234,
         "history": {"loss": [0.7, 0.5, 0.4], "val_loss": [0.8, 0.6, 0.55]},
@@ -83,7 +89,7 @@ def test_key_is_stable_across_dict_order_and_processes():
     reordered = Registry.make_key("cnn_1b", {"filters": (16, 32), "lr": 0.001}, "fp0", 7)
     assert key == reordered
     # A fixed value: changing the hashing scheme would silently orphan every stored run.
-    assert key == "cnn_1b-7c8492cbf9c7"
+    assert Registry.make_key("cnn_1b", {"lr": 1e-3}, "fp0", 7, engine_version="e1") == "cnn_1b-241b2a567d7d"
     code = (
         "from contest_study.registry import Registry; "
         "print(Registry.make_key('cnn_1b', {'lr': 1e-3, 'filters': [16, 32]}, 'fp0', 7))"
@@ -105,6 +111,63 @@ def test_key_changes_with_every_part():
     assert Registry.make_key("cnn_1b", {"lr": 1e-3}, "fp1", 7) != base
     assert Registry.make_key("cnn_1b", {"lr": 1e-3}, "fp0", 8) != base
     assert Registry.make_key("cnn_1b", {"lr": np.float64(1e-3)}, "fp0", np.int64(7)) == base
+    assert Registry.make_key("cnn_1b", {"lr": 1e-3}, "fp0", 7, engine_version=engine_version()) == base
+    assert Registry.make_key("cnn_1b", {"lr": 1e-3}, "fp0", 7, engine_version="another engine") != base
+
+
+def test_engine_version_follows_the_code_and_the_libraries(monkeypatch):
+    engine_version.cache_clear()
+    before = engine_version()
+    monkeypatch.setattr(registry_module, "ENGINE_LIBRARIES", {**ENGINE_LIBRARIES, "keras": ("no-such-package",)})
+    engine_version.cache_clear()
+    assert engine_version() != before
+    monkeypatch.setattr(registry_module, "ENGINE_LIBRARIES", ENGINE_LIBRARIES)
+    monkeypatch.setattr(registry_module, "ENGINE_MODULES", ENGINE_MODULES[1:])
+    engine_version.cache_clear()
+    assert engine_version() != before
+    monkeypatch.undo()
+    engine_version.cache_clear()
+    assert engine_version() == before
+
+
+def test_records_of_another_engine_version_are_neither_reused_nor_listed(tmp_path):
+    old = Registry(tmp_path, engine_version="old-engine")
+    run = CountingRun()
+    stale = old.fetch_or_run(**RUN, run_fn=run)
+    assert stale.data["engine_version"] == "old-engine"
+    new = Registry(tmp_path, engine_version="new-engine")
+    assert new.records() == [] and new.table().empty
+    fresh = new.fetch_or_run(**RUN, run_fn=run)
+    assert run.calls == 2 and fresh.key != stale.key
+    assert [r.key for r in new.records()] == [fresh.key]
+    # A directory whose record names another engine than its key says is refused, not reused.
+    record = json.loads(fresh.record_file.read_text())
+    fresh.record_file.write_text(json.dumps({**record, "engine_version": "old-engine"}))
+    assert new.get(fresh.key) is None
+    new.fetch_or_run(**RUN, run_fn=run)
+    assert run.calls == 3 and new.get(fresh.key).data["engine_version"] == "new-engine"
+
+
+def test_records_carry_library_versions_and_git_commit(tmp_path):
+    record = Registry(tmp_path).fetch_or_run(**RUN, run_fn=CountingRun())
+    versions = record.data["library_versions"]
+    assert set(versions) == {"tensorflow", "keras", "numpy", "scikit-learn", "python"}
+    assert versions["numpy"] == np.__version__
+    git = record.data["git"]
+    assert set(git) == {"commit", "dirty"}
+    assert git["commit"] is None or len(git["commit"]) == 40
+
+
+def test_every_installed_run_writes_an_hparams_summary(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    record = Registry(tmp_path).fetch_or_run(**RUN, run_fn=CountingRun())
+    events = EventAccumulator(str(record.path / "tensorboard"))
+    events.Reload()
+    assert "_hparams_/session_start_info" in events.Tags()["tensors"]
+    assert {"val_map", "val_map_non_black"} <= set(events.Tags()["tensors"])
+    stored = events.Tensors("val_map")[0].tensor_proto.float_val[0]
+    assert stored == pytest.approx(record.metrics["val"]["all"]["map"], rel=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -301,11 +364,30 @@ def test_reused_pid_is_a_stale_lock(tmp_path, live_process):
     assert run.calls == 1
 
 
-def test_lock_of_another_host_is_respected(tmp_path):
+def test_lock_of_another_host_is_waited_for_a_bounded_time_then_reported(tmp_path, caplog):
     path = lock_file(tmp_path)
-    write_lock(path, 1, host="some-other-machine")
-    with pytest.raises(RunLockedError, match="some-other-machine"):
-        Registry(tmp_path, lock_timeout_s=0.1, lock_poll_s=0.05).fetch_or_run(**RUN, run_fn=CountingRun())
+    path.write_text(json.dumps({"pid": 4242, "host": "some-other-machine", "start": None, "since": time.time() - 3600}))
+    registry = Registry(tmp_path, lock_timeout_s=0.5, lock_poll_s=0.05, lock_report_s=0.2)
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="contest_study.registry"):
+        with pytest.raises(RunLockedError) as error:
+            registry.fetch_or_run(**RUN, run_fn=CountingRun())
+    assert 0.5 <= time.monotonic() - started < 10
+    message = str(error.value)
+    for part in ("process 4242 on host some-other-machine", "held for 36", str(path), "delete the lock file"):
+        assert part in message
+    waiting = [record.getMessage() for record in caplog.records if "is locked by" in record.getMessage()]
+    assert len(waiting) >= 2 and "some-other-machine" in waiting[0]  # said at once, then again
+    assert path.exists()
+
+
+def test_lock_timeout_comes_from_the_environment(tmp_path, monkeypatch):
+    assert Registry(tmp_path).lock_timeout_s == 600
+    monkeypatch.setenv("STUDY_LOCK_TIMEOUT_S", "12.5")
+    assert Registry(tmp_path).lock_timeout_s == 12.5
+    monkeypatch.setenv("STUDY_LOCK_TIMEOUT_S", "ten minutes")
+    with pytest.raises(ValueError, match="STUDY_LOCK_TIMEOUT_S"):
+        Registry(tmp_path)
 
 
 def test_unreadable_lock_is_stale_only_once_old(tmp_path):
@@ -453,6 +535,8 @@ def test_table_and_best_per_family(tmp_path):
         "oracle val mAP",
         "params",
         "epochs",
+        "best epoch",
+        "stopped by",
         "wall time (s)",
         "key",
     ]
@@ -460,6 +544,7 @@ def test_table_and_best_per_family(tmp_path):
     assert table["val mAP"].is_monotonic_decreasing
     assert table["oracle val mAP"].isna().tolist() == [True, False, True]
     assert table.loc[0, "params"] == 1234 and table.loc[0, "epochs"] == 3
+    assert table.loc[0, "best epoch"] == 2 and table.loc[0, "stopped by"] == "epoch cap"
     gru = registry.records(family="rnn")[0]
     assert table.loc[1, "val mAP"] == pytest.approx(gru.metrics["val"]["all"]["map"])
     assert table.loc[1, "val AP label_2"] == pytest.approx(gru.metrics["val"]["all"]["ap"]["label_2"])

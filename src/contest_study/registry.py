@@ -9,8 +9,8 @@ Layout under the registry root (``StudyContext.runs_dir``)::
     .locks/<key>.lock           who is training <key> right now (pid, host, process start time)
     .replaced/                  an old entry while a forced retrain swaps in the new one
 
-A key is the model name plus a hash of the hyperparameters, the data fingerprint and
-the seed (:meth:`Registry.make_key`). :meth:`Registry.fetch_or_run` returns the
+A key is the model name plus a hash of the hyperparameters, the data fingerprint, the
+seed and the engine version (:func:`engine_version`; :meth:`Registry.make_key`). :meth:`Registry.fetch_or_run` returns the
 finished entry of a key, or calls ``run_fn(workdir)`` in ``.incomplete/<key>``, adds
 the identifying fields to the payload it returns, writes ``record.json`` there
 atomically and renames the directory to ``<key>``. An interrupted run therefore never
@@ -27,19 +27,27 @@ Several processes may share one registry (a distributed hyperparameter search): 
 moves are ``os.rename``/``os.replace`` and a per-key lock file (created with
 ``O_CREAT | O_EXCL``) makes sure two processes never train the same key at once. A
 lock whose process is dead (same host) is taken over; a process that finds a live
-lock waits, then reuses the entry the other process finished.
+lock, or one of another host, says so (path, holder, age), waits at most
+``lock_timeout_s`` (default 10 min, ``STUDY_LOCK_TIMEOUT_S``) and then raises
+:class:`RunLockedError`; when the other process finishes first its entry is reused.
+Every installed entry also gets a TensorBoard HParams summary in ``<key>/tensorboard``.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import math
 import os
+import platform
 import re
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -50,13 +58,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from contest_study.config import repository_root
+from contest_study.files import atomic_output, write_text_atomic
+
 FORCE_ENV = "STUDY_FORCE_RETRAIN"
+LOCK_TIMEOUT_ENV = "STUDY_LOCK_TIMEOUT_S"
+DEFAULT_LOCK_TIMEOUT_S = 600.0
+# How often a waiting process says again what it waits for.
+LOCK_REPORT_EVERY_S = 60.0
 RECORD_FILE = "record.json"
 PREDICTIONS_FILE = "predictions.npz"
 WEIGHTS_FILE = "best.weights.h5"
 INCOMPLETE_DIR = ".incomplete"
 LOCKS_DIR = ".locks"
 REPLACED_DIR = ".replaced"
+TENSORBOARD_DIR = "tensorboard"
 KEY_HASH_LENGTH = 12
 # An empty or garbled lock file older than this is the trace of a process that died
 # between creating the file and writing its owner into it.
@@ -64,7 +80,20 @@ UNREADABLE_LOCK_GRACE_S = 60.0
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # The registry fields of a record; a payload may repeat them only with the same values.
-_IDENTITY_FIELDS = ("key", "model", "family", "hyperparams", "data_fingerprint", "seed")
+_IDENTITY_FIELDS = ("key", "model", "family", "hyperparams", "data_fingerprint", "seed", "engine_version")
+
+# The code whose change changes results (see engine_version): whole modules, and the
+# functions of data.py that decide which pixels and images a run sees. Docstrings,
+# comments and formatting do not count.
+ENGINE_MODULES = ("training.py", "evaluation.py", "metrics.py", "baselines.py")
+ENGINE_DATA_FUNCTIONS = ("black_mask", "drop_black_images", "subsample", "_decode_image", "_to_float")
+# Distributions whose versions are part of the engine version (first installed name of each).
+ENGINE_LIBRARIES = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-macos"),
+    "keras": ("keras",),
+    "numpy": ("numpy",),
+    "scikit-learn": ("scikit-learn",),
+}
 
 logger = logging.getLogger(__name__)
 
@@ -107,19 +136,6 @@ def _canonical_json(value, where: str) -> str:
     return json.dumps(_jsonable(value, where), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _write_atomic(path: Path, content: bytes) -> None:
-    """Write ``path`` so that readers see the old file or the whole new one, never a part."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def save_predictions(directory: Path, **arrays) -> Path:
     """Write ``predictions.npz`` into a run's directory, atomically.
 
@@ -128,14 +144,85 @@ def save_predictions(directory: Path, **arrays) -> Path:
     gives them back under the same names.
     """
     path = Path(directory) / PREDICTIONS_FILE
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez_compressed(handle, **{name: np.asarray(array) for name, array in arrays.items()})
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **{name: np.asarray(array) for name, array in arrays.items()})
     return path
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def _library_version(distributions: tuple[str, ...]) -> str | None:
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries that shape a run's numbers, and Python's (None: not installed)."""
+    versions = {name: _library_version(distributions) for name, distributions in ENGINE_LIBRARIES.items()}
+    return {**versions, "python": platform.python_version()}
+
+
+def _code_without_docstrings(tree: ast.AST) -> str:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+@functools.lru_cache(maxsize=1)
+def engine_version() -> str:
+    """12 hex digits naming the training engine: its code (:data:`ENGINE_MODULES` and the
+    :data:`ENGINE_DATA_FUNCTIONS` of data.py, as syntax trees without docstrings or
+    comments) and the versions of :data:`ENGINE_LIBRARIES`.
+
+    Part of every registry key: after a change of the engine, runs are trained again
+    instead of being reused.
+    """
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ENGINE_MODULES:
+        digest.update(name.encode() + _code_without_docstrings(ast.parse((package / name).read_text("utf-8"))).encode())
+    data_functions = {
+        node.name: node
+        for node in ast.parse((package / "data.py").read_text("utf-8")).body
+        if isinstance(node, ast.FunctionDef) and node.name in ENGINE_DATA_FUNCTIONS
+    }
+    for name in ENGINE_DATA_FUNCTIONS:
+        node = data_functions.get(name)
+        digest.update(name.encode() + (_code_without_docstrings(node) if node else "missing").encode())
+    versions = library_versions()
+    digest.update(json.dumps({name: versions[name] for name in ENGINE_LIBRARIES}, sort_keys=True).encode())
+    return digest.hexdigest()[:KEY_HASH_LENGTH]
+
+
+def git_state() -> dict:
+    """``{"commit": HEAD, "dirty": uncommitted changes to tracked files}`` of the checkout, or Nones outside one."""
+    root = repository_root()
+    unknown = {"commit": None, "dirty": None}
+    if root is None:
+        return unknown
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return unknown
+    return {"commit": commit, "dirty": bool(changes.strip())}
 
 
 # ----------------------------------------------------------------------------- locks
@@ -152,7 +239,12 @@ def _process_start_time(pid: int) -> str | None:
 
 
 def _current_owner() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start_time(os.getpid())}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "start": _process_start_time(os.getpid()),
+        "since": time.time(),
+    }
 
 
 # Locks this process holds, path -> thread ident (threads of one process share the pid).
@@ -163,18 +255,19 @@ _HELD_LOCKS_GUARD = threading.Lock()
 class _KeyLock:
     """Exclusive right to train one key, held through a lock file that names its owner."""
 
-    def __init__(self, path: Path, key: str, timeout_s: float | None, poll_s: float):
+    def __init__(self, path: Path, key: str, timeout_s: float, poll_s: float, report_s: float):
         self.path = path
         self.key = key
         self.timeout_s = timeout_s
         self.poll_s = poll_s
+        self.report_s = report_s
 
     def __enter__(self) -> "_KeyLock":
         with _HELD_LOCKS_GUARD:
             if _HELD_LOCKS.get(self.path) == threading.get_ident():
                 raise RuntimeError(f"run {self.key} is already being trained by this thread (recursive fetch_or_run?)")
-        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
-        announced = False
+        started = time.monotonic()
+        next_report = started
         while True:
             try:
                 descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -183,16 +276,24 @@ class _KeyLock:
                 if content is not None and self._is_stale(owner):
                     self._take_over(content)
                     continue
-                if deadline is not None and time.monotonic() >= deadline:
+                waited = time.monotonic() - started
+                if waited >= self.timeout_s:
                     raise RunLockedError(
-                        f"run {self.key} is being trained by {self._describe(owner)} (lock file {self.path}); "
-                        f"gave up after {self.timeout_s:g} s. Delete the lock file only if that process is gone."
+                        f"run {self.key} is locked by {self._describe(owner)} (lock file {self.path}); "
+                        f"gave up after waiting {waited:.0f} s ({LOCK_TIMEOUT_ENV}={self.timeout_s:g}). "
+                        "If that process is gone (a process on another host cannot be checked from here), "
+                        "delete the lock file and run again."
                     ) from None
-                if not announced:
+                if time.monotonic() >= next_report:
                     logger.warning(
-                        "waiting for %s to finish run %s (lock file %s)", self._describe(owner), self.key, self.path
+                        "run %s is locked by %s (lock file %s); waited %.0f s of at most %g s",
+                        self.key,
+                        self._describe(owner),
+                        self.path,
+                        waited,
+                        self.timeout_s,
                     )
-                    announced = True
+                    next_report += self.report_s
                 time.sleep(self.poll_s)
                 continue
             with os.fdopen(descriptor, "w") as handle:
@@ -269,11 +370,16 @@ class _KeyLock:
         finally:
             guard.unlink(missing_ok=True)
 
-    @staticmethod
-    def _describe(owner: dict | None) -> str:
+    def _describe(self, owner: dict | None) -> str:
+        """Who holds the lock and for how long (from the lock's own clock, else the file's time)."""
+        try:
+            since = owner["since"] if owner and isinstance(owner.get("since"), (int, float)) else self.path.stat().st_mtime
+            age = f"held for {time.time() - since:.0f} s"
+        except FileNotFoundError:
+            age = "just released"
         if owner is None:
-            return "another process"
-        return f"process {owner['pid']} on {owner.get('host', '?')}"
+            return f"a process that has not written its name yet ({age})"
+        return f"process {owner['pid']} on host {owner.get('host', '?')} ({age})"
 
 
 def _force_from_environment() -> bool:
@@ -416,27 +522,99 @@ def best_per_family(records: Iterable[RunRecord]) -> list[RunRecord]:
     return sorted(best.values(), key=_val_map, reverse=True)
 
 
+# ----------------------------------------------------------------------------- TensorBoard
+
+
+def _hparam_values(record: dict) -> dict:
+    """The record's identity and hyperparameters as the scalar values HParams accepts (nested names joined by '.')."""
+    values = {"model": record["model"], "family": record["family"], "seed": record["seed"]}
+
+    def add(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                add(f"{prefix}.{name}", item)
+        elif isinstance(value, (bool, int, float, str)):
+            values[prefix] = value
+        else:  # None, lists: shown as text
+            values[prefix] = json.dumps(value)
+
+    for name, value in record["hyperparams"].items():
+        add(name, value)
+    return values
+
+
+def write_hparams_summary(log_dir: Path, record: dict) -> None:
+    """An HParams summary of one run in ``log_dir``: its hyperparameters and validation mAP
+    (all images and non-black ones), so ``tensorboard --logdir runs`` shows every run in one table.
+    """
+    # tensorboard's own writer and protos: a classical baseline does not have to load TensorFlow.
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+    from tensorboard.plugins.scalar import summary_v2 as scalar_summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    metrics = record.get("metrics") or {}
+    scores = {
+        "val_map": ((metrics.get("val") or {}).get("all") or {}).get("map"),
+        "val_map_non_black": ((metrics.get("val") or {}).get("non_black") or {}).get("map"),
+    }
+    log_dir.mkdir(parents=True, exist_ok=True)
+    writer = EventFileWriter(str(log_dir), filename_suffix=".hparams")
+    try:
+        writer.add_event(Event(wall_time=time.time(), step=0, summary=hparams_summary.hparams_pb(
+            _hparam_values(record), trial_id=record["key"])))
+        for tag, value in scores.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                writer.add_event(Event(wall_time=time.time(), step=0, summary=scalar_summary.scalar_pb(tag, value)))
+    finally:
+        writer.close()
+
+
 # ----------------------------------------------------------------------------- registry
 
 
 class Registry:
     """The single store of results that every notebook reads (see the module docstring).
 
-    ``lock_timeout_s``: how long to wait for another live process training the same
-    key before raising :class:`RunLockedError` (None: wait as long as it takes).
+    ``lock_timeout_s``: how long to wait for a key locked by another process (alive,
+    or on another host) before raising :class:`RunLockedError`; None reads
+    ``STUDY_LOCK_TIMEOUT_S``, default 600 s. ``engine_version``: the engine the
+    registry's runs must come from (default :func:`engine_version`); entries of
+    another engine are neither reused nor listed.
     """
 
-    def __init__(self, root: Path, *, lock_timeout_s: float | None = None, lock_poll_s: float = 1.0):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        lock_timeout_s: float | None = None,
+        lock_poll_s: float = 1.0,
+        lock_report_s: float = LOCK_REPORT_EVERY_S,
+        engine_version: str | None = None,
+    ):
         self.root = Path(root).expanduser().absolute()
-        self.lock_timeout_s = lock_timeout_s
+        if lock_timeout_s is None:
+            text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+            try:
+                lock_timeout_s = float(text) if text else DEFAULT_LOCK_TIMEOUT_S
+            except ValueError:
+                raise ValueError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, got {text!r}") from None
+        if not (isinstance(lock_timeout_s, (int, float)) and math.isfinite(lock_timeout_s) and lock_timeout_s >= 0):
+            raise ValueError(f"lock_timeout_s must be a finite number of seconds >= 0, got {lock_timeout_s!r}")
+        self.lock_timeout_s = float(lock_timeout_s)
         self.lock_poll_s = lock_poll_s
+        self.lock_report_s = lock_report_s
+        self.engine_version = engine_version or globals()["engine_version"]()
 
     @staticmethod
-    def make_key(model: str, hyperparams: dict, data_fingerprint: str, seed: int) -> str:
+    def make_key(
+        model: str, hyperparams: dict, data_fingerprint: str, seed: int, engine_version: str | None = None
+    ) -> str:
         """``<model>-<12 hex digits>``: SHA-256 of the canonical JSON of what defines the run.
 
         The same inputs give the same key in every process, whatever the order of the
         hyperparameter dict; note that 1 and 1.0 are different hyperparameter values.
+        ``engine_version`` defaults to the running engine's (:func:`engine_version`).
         """
         if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model):
             raise ValueError(f"model name {model!r} must be letters, digits, '_', '.' or '-'")
@@ -446,23 +624,48 @@ class Registry:
             raise ValueError(f"data_fingerprint must be a non-empty string, got {data_fingerprint!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an integer, got {seed!r}")
-        identity = {"model": model, "hyperparams": hyperparams, "data_fingerprint": data_fingerprint, "seed": int(seed)}
+        identity = {
+            "model": model,
+            "hyperparams": hyperparams,
+            "data_fingerprint": data_fingerprint,
+            "seed": int(seed),
+            "engine_version": engine_version or globals()["engine_version"](),
+        }
         digest = hashlib.sha256(_canonical_json(identity, "run identity").encode("utf-8")).hexdigest()
         return f"{model}-{digest[:KEY_HASH_LENGTH]}"
 
     def get(self, key: str) -> RunRecord | None:
-        """The finished entry of ``key``, or None."""
+        """The finished entry of ``key``, or None (also for an entry of another engine version)."""
         _check_key(key)
         path = self.root / key
-        return RunRecord.load(path) if path.exists() else None
+        if not path.exists():
+            return None
+        record = RunRecord.load(path)
+        if not self._current(record):
+            logger.warning(
+                "registry entry %s was made by engine version %s, not %s: not reused",
+                path,
+                record.data.get("engine_version"),
+                self.engine_version,
+            )
+            return None
+        return record
 
     def records(self, family: str | None = None) -> list[RunRecord]:
-        """Every finished entry (of one family), in key order."""
+        """Every finished entry (of one family) of this engine version, in key order."""
         if not self.root.is_dir():
             return []
         entries = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         records = [RunRecord.load(path) for path in entries]
-        return [r for r in records if family is None or r.family == family]
+        stale = [record for record in records if not self._current(record)]
+        if stale:
+            logger.warning(
+                "%d registry entries under %s come from another engine version and are left out (e.g. %s)",
+                len(stale),
+                self.root,
+                stale[0].key,
+            )
+        return [r for r in records if self._current(r) and (family is None or r.family == family)]
 
     def fetch_or_run(
         self,
@@ -480,18 +683,19 @@ class Registry:
         ``run_fn(workdir)`` trains in ``workdir`` (kept across interruptions), may write
         files there and returns the record payload (a JSON-able dict).
         """
-        key = self.make_key(model, hyperparams, data_fingerprint, seed)
+        key = self.make_key(model, hyperparams, data_fingerprint, seed, self.engine_version)
         force = force or _force_from_environment()
         seen_before = self._entry_stamp(key)
-        if seen_before is not None and not force:
+        if seen_before is not None and not force and self.get(key) is not None:
             return self.get(key)
 
         (self.root / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
-        with _KeyLock(self.root / LOCKS_DIR / f"{key}.lock", key, self.lock_timeout_s, self.lock_poll_s):
+        lock = _KeyLock(self.root / LOCKS_DIR / f"{key}.lock", key, self.lock_timeout_s, self.lock_poll_s, self.lock_report_s)
+        with lock:
             seen_now = self._entry_stamp(key)
             # Another process may have finished this key while we waited for its lock:
             # that entry is newer than this call, so even a forced call takes it.
-            if seen_now is not None and (not force or seen_now != seen_before):
+            if seen_now is not None and (not force or seen_now != seen_before) and self.get(key) is not None:
                 return self.get(key)
             workdir = self.root / INCOMPLETE_DIR / key
             if force and workdir.exists():
@@ -500,7 +704,8 @@ class Registry:
             payload = run_fn(workdir)
             record = self._complete(payload, key, model, family, hyperparams, data_fingerprint, seed)
             text = json.dumps(_jsonable(record, "record"), indent=2, allow_nan=False)
-            _write_atomic(workdir / RECORD_FILE, text.encode("utf-8"))
+            write_text_atomic(workdir / RECORD_FILE, text)
+            write_hparams_summary(workdir / TENSORBOARD_DIR, record)
             self._install(workdir, key)
         return self.get(key)
 
@@ -510,8 +715,9 @@ class Registry:
         Columns: model, family, description, ``val AP <label>`` per label, val mAP,
         val mAP (non-black), holdout mAP, holdout mAP (non-black), val F1 macro (tuned),
         holdout F1 macro (tuned), val accuracy (binary accuracy at 0.5), oracle val mAP
-        (only when a run has an oracle), params, epochs, wall time (s), key. Undefined
-        values are NaN.
+        (only when a run has an oracle), params, epochs, best epoch (from 1), stopped by
+        ("early stopping" / "epoch cap"; empty for classical models), wall time (s),
+        key. Undefined values are NaN.
         """
         records = self.records() if records is None else list(records)
         rows, ap_columns = [], []
@@ -540,6 +746,8 @@ class Registry:
                 {
                     "params": record.data.get("params"),
                     "epochs": record.data.get("epochs_run"),
+                    "best epoch": record.data.get("best_epoch"),
+                    "stopped by": record.data.get("stopped_because") or "",
                     "wall time (s)": record.data.get("wall_time_s"),
                     "key": record.key,
                 }
@@ -557,9 +765,12 @@ class Registry:
             *(["oracle val mAP"] if has_oracle else []),
             "params",
             "epochs",
+            "best epoch",
             "wall time (s)",
         ]
-        frame = pd.DataFrame(rows, columns=["model", "family", "description", *numeric, "key"])
+        columns = ["model", "family", "description", *numeric, "key"]
+        columns.insert(columns.index("wall time (s)"), "stopped by")
+        frame = pd.DataFrame(rows, columns=columns)
         frame[numeric] = frame[numeric].astype(float)  # null (undefined) values become NaN
         return frame.sort_values("val mAP", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
 
@@ -573,9 +784,11 @@ class Registry:
             return None if not (self.root / key).exists() else (0, 0)
         return status.st_ino, status.st_mtime_ns
 
-    @staticmethod
-    def _complete(payload, key, model, family, hyperparams, data_fingerprint, seed) -> dict:
-        """The payload plus the registry's identifying fields and the creation time."""
+    def _current(self, record: RunRecord) -> bool:
+        return record.data.get("engine_version") == self.engine_version
+
+    def _complete(self, payload, key, model, family, hyperparams, data_fingerprint, seed) -> dict:
+        """The payload plus the registry's identifying fields, the creation time and the provenance."""
         if not isinstance(payload, dict):
             raise TypeError(f"run_fn of {key} must return a dict (the record payload), got {type(payload).__name__}")
         identity = {
@@ -585,6 +798,7 @@ class Registry:
             "hyperparams": hyperparams,
             "data_fingerprint": data_fingerprint,
             "seed": int(seed),
+            "engine_version": self.engine_version,
         }
         for name in _IDENTITY_FIELDS:
             if name in payload and _canonical_json(payload[name], name) != _canonical_json(identity[name], name):
@@ -593,7 +807,8 @@ class Registry:
                     f"{identity[name]!r}"
                 )
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        return {**payload, **identity, "created": created}
+        provenance = {"library_versions": library_versions(), "git": git_state()}
+        return {**payload, **identity, "created": created, **provenance}
 
     def _install(self, workdir: Path, key: str) -> None:
         """Rename the finished working directory into place, replacing an older entry."""
