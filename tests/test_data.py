@@ -331,6 +331,20 @@ def test_many_problems_are_capped_and_counted(make_contest_folder, tmp_path, mon
     assert lines[5].startswith("  train.csv line 3:") and lines[6].startswith("  train.csv line 4:")
 
 
+def test_lines_are_numbered_as_an_editor_shows_them(make_contest_folder, tmp_path):
+    folder = make_contest_folder(**HEALTHY)
+    text = (folder / "train.csv").read_text().splitlines()
+    # A BOM, CRLF line ends, a blank line, and a quoted id spanning two lines before a bad label.
+    text[2] = '"000002\n.png",0,1,0'
+    text[3] = text[3].rsplit(",", 1)[0] + ",2"
+    (folder / "train.csv").write_bytes(("\ufeff" + "\r\n".join(text[:2] + [""] + text[2:]) + "\r\n").encode())
+    error = assert_refused(folder, tmp_path / "cache")
+    assert [(problem.kind, problem.where) for problem in error.problems] == [
+        ("bad label", "train.csv line 6"),
+        ("missing image", "train.csv line 4"),
+    ]
+
+
 def test_a_symlink_inside_the_folder_is_fine(make_contest_folder):
     folder = make_contest_folder(**HEALTHY)
     (folder / "pixels").mkdir()
