@@ -11,7 +11,11 @@ from sklearn.multioutput import MultiOutputClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
 from contest_study.metrics import (
+    _weighted_average_precision,
     average_precision_per_class,
+    bootstrap_counts,
+    bootstrap_map_interval,
+    compare,
     evaluate,
     evaluate_run,
     mean_average_precision,
@@ -159,8 +163,13 @@ def test_evaluate_run_tunes_on_val_and_applies_to_holdout():
     holdout = result["metrics"]["holdout"]["all"]
     expected_f1 = f1_score(holdout_true, (holdout_score >= thresholds).astype(int), average=None)
     np.testing.assert_allclose(list(holdout["f1_tuned"].values()), expected_f1)
+    interval = holdout.pop("map_ci95")
+    assert interval == bootstrap_map_interval(holdout_true, holdout_score)
+    assert interval[0] < holdout["map"] < interval[1]
     assert holdout == evaluate(holdout_true, holdout_score, LABELS, thresholds)
-    assert result["metrics"]["val"]["non_black"] == evaluate(val_true[30:], val_score[30:], LABELS, thresholds)
+    non_black = result["metrics"]["val"]["non_black"]
+    assert non_black.pop("map_ci95") == bootstrap_map_interval(val_true[30:], val_score[30:])
+    assert non_black == evaluate(val_true[30:], val_score[30:], LABELS, thresholds)
     assert result["metrics"]["holdout"]["non_black"]["n_images"] == 140
 
 
@@ -233,3 +242,59 @@ def test_scorer_drives_grid_search():
     ).fit(X, y)
     assert 0.5 < search.best_score_ <= 1.0
     assert search.best_params_ == {"n_neighbors": 15}
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_average_precision_is_scikit_learns_on_each_resample():
+    y_true, y_score = random_predictions(3, n=120)
+    y_score = np.round(y_score, 1)  # many ties
+    y_true[:, 2] = 0
+    y_true[0, 2] = 1  # a label whose only positive is missing from some resamples
+    counts = bootstrap_counts(len(y_true), 20, seed=5)
+    ap = _weighted_average_precision(y_true, y_score, counts)
+    for b in range(20):
+        drawn = np.repeat(np.arange(len(y_true)), counts[:, b])
+        for j in range(3):
+            if y_true[drawn, j].any():
+                assert ap[b, j] == pytest.approx(average_precision_score(y_true[drawn, j], y_score[drawn, j]))
+            else:
+                assert math.isnan(ap[b, j])
+    assert np.isnan(ap[:, 2]).any() and not np.isnan(ap[:, 2]).all()
+
+
+def test_bootstrap_interval_is_seeded_and_narrows_with_more_images():
+    y_true, y_score = random_predictions(0, n=200)
+    interval = bootstrap_map_interval(y_true, y_score)
+    assert interval == bootstrap_map_interval(y_true, y_score)
+    assert interval[0] < mean_average_precision(y_true, y_score) < interval[1]
+    big_true, big_score = random_predictions(0, n=2000)
+    big = bootstrap_map_interval(big_true, big_score)
+    assert big[1] - big[0] < (interval[1] - interval[0]) / 2
+    assert bootstrap_map_interval(y_true, y_score, seed=1) != interval
+
+
+def test_paired_comparison_tells_a_real_difference_from_noise():
+    y_true, y_score = random_predictions(0, n=1000)
+    rng = np.random.default_rng(9)
+    same = compare(y_score, y_score, y_true)
+    assert same["difference"] == 0 and same["interval"] == [0, 0] and not same["measurable"]
+    jitter = np.clip(y_score + rng.normal(0, 1e-3, y_score.shape), 0, 1)
+    assert not compare(jitter, y_score, y_true)["measurable"]
+    better = np.clip(y_score + 0.3 * y_true, 0, 1)
+    result = compare(better, y_score, y_true)
+    assert result["measurable"] and 0 < result["interval"][0] <= result["difference"] <= result["interval"][1]
+    assert result["map_a"] == pytest.approx(mean_average_precision(y_true, better))
+    assert result["difference"] == pytest.approx(result["map_a"] - result["map_b"])
+    reverse = compare(y_score, better, y_true)
+    assert reverse["interval"] == pytest.approx([-result["interval"][1], -result["interval"][0]])
+    # Pairing: the interval of the difference is narrower than either run's own interval.
+    own = bootstrap_map_interval(y_true, y_score)
+    assert result["interval"][1] - result["interval"][0] < own[1] - own[0]
+
+
+def test_comparison_refuses_scores_of_other_images():
+    y_true, y_score = random_predictions(0, n=50)
+    with pytest.raises(ValueError, match="shape"):
+        compare(y_score[:40], y_score, y_true)

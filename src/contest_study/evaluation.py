@@ -18,7 +18,8 @@ in the registry compare like with like:
   is 0). Without the rule a network trained without black images would give them
   whatever score its weights happen to produce for an empty input, and the
   all-images scores would measure that accident instead of the model;
-- the oracle probabilities of the embedded dataset follow the subsample.
+- the oracle probabilities of the embedded dataset follow the subsample;
+- two runs are compared on the same images by a paired bootstrap (:func:`compare_runs`).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ import numpy as np
 
 from contest_study.config import Profile, get_profile
 from contest_study.data import Split, black_mask, drop_black_images, subsample
-from contest_study.metrics import evaluate_run
-from contest_study.registry import save_predictions
+from contest_study.metrics import compare, evaluate_run
+from contest_study.registry import RunRecord, save_predictions
 
 BLACK_IMAGE_OPTIONS = ("removed", "kept")
+COMPARISON_SPLITS = ("val", "holdout")
+COMPARISON_SUBSETS = ("all", "non_black")
 # How black images are scored; part of every run's registry key, so runs scored otherwise are never reused.
 BLACK_IMAGE_SCORES = "training_black_label_rate"
 
@@ -192,3 +195,29 @@ def score_and_save(
         oracle_val=splits.oracle_val,
         oracle_holdout=splits.oracle_holdout,
     )
+
+
+def compare_runs(record_a: RunRecord, record_b: RunRecord, split: str = "val", subset: str = "non_black") -> dict:
+    """Paired bootstrap of ``record_a``'s mAP minus ``record_b``'s on the same images (:func:`metrics.compare`).
+
+    ``split``: ``"val"`` or ``"holdout"``; ``subset``: ``"non_black"`` (default: the black
+    images are answered alike by every run) or ``"all"``. Both runs must have scored the
+    same images in the same order (the same data, profile and seed). The result adds
+    ``split``, ``subset`` and ``n_images`` to :func:`contest_study.metrics.compare`'s.
+    """
+    if split not in COMPARISON_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(COMPARISON_SPLITS)}, got {split!r}")
+    if subset not in COMPARISON_SUBSETS:
+        raise ValueError(f"subset must be one of {', '.join(COMPARISON_SUBSETS)}, got {subset!r}")
+    a, b = record_a.predictions(), record_b.predictions()
+    if not np.array_equal(a[f"{split}_ids"], b[f"{split}_ids"]) or not np.array_equal(
+        a[f"{split}_true"], b[f"{split}_true"]
+    ):
+        raise ValueError(
+            f"runs {record_a.key} and {record_b.key} were not scored on the same {split} images "
+            "(other data, profile or seed): a paired comparison needs the same images"
+        )
+    rows = ~a[f"{split}_is_black"].astype(bool) if subset == "non_black" else slice(None)
+    labels = a[f"{split}_true"][rows]
+    result = compare(a[f"{split}_score"][rows], b[f"{split}_score"][rows], labels)
+    return {**result, "split": split, "subset": subset, "n_images": len(labels)}

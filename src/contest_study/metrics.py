@@ -12,10 +12,14 @@ Conventions used everywhere in the study (the notebooks and the registry rely on
   defined for such a label and is always averaged over every label.
 - Binary accuracy is the Keras ``binary_accuracy``: the fraction of correct 0/1
   decisions, i.e. scikit-learn's accuracy per label averaged over the labels.
+- The noise floor of a mAP is a bootstrap over the images (:func:`bootstrap_map_interval`,
+  :func:`compare`): 1,000 resamples drawn from a fixed seed, so every run scored on
+  the same images is resampled the same way.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -28,6 +32,10 @@ FAILURE_GAP_FRACTION = 0.1
 
 # Used for a label whose threshold cannot be tuned (no positive example in the tuning set).
 DEFAULT_THRESHOLD = 0.5
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
 
 
 def _as_matrices(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
@@ -152,22 +160,133 @@ def evaluate(y_true, y_score, label_names: Sequence[str], thresholds=None) -> di
     }
 
 
-def _split_scores(label_names, y_true, y_score, black, thresholds, split) -> dict:
-    black = np.asarray(black, dtype=bool)
-    if black.shape != (len(y_true),):
-        raise ValueError(f"{split}_black must be a boolean mask of length {len(y_true)}, got shape {black.shape}")
-    keep = ~black
+# ----------------------------------------------------------------------------- bootstrap
+
+
+@functools.lru_cache(maxsize=8)
+def bootstrap_counts(n_images: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """(n_images, resamples) counts: how often each image is drawn in each resample (with replacement).
+
+    Read-only and cached: every run scored on the same number of images reuses them.
+    One row per image, so that gathering images in score order copies whole rows.
+    """
+    if n_images < 1 or resamples < 1:
+        raise ValueError(f"a bootstrap needs images and resamples, got {n_images} images and {resamples} resamples")
+    draws = np.random.default_rng(seed).integers(0, n_images, (resamples, n_images))
+    draws += np.arange(resamples)[:, None] * n_images
+    counts = np.bincount(draws.ravel(), minlength=resamples * n_images).reshape(resamples, n_images)
+    counts = np.ascontiguousarray(counts.T, dtype=np.int32)
+    counts.flags.writeable = False
+    return counts
+
+
+def _weighted_average_precision(y_true: np.ndarray, y_score: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(resamples, labels) average precision of every resample, NaN where a label has no positive.
+
+    A resample repeats image i ``counts[:, i]`` times, so its AP is scikit-learn's
+    ``average_precision_score`` with those counts as sample weights: over the
+    distinct scores in decreasing order, the sum of recall steps times precision.
+    """
+    counts = np.asarray(counts, dtype=np.int32)  # exact sums up to 2**31 draws
+    result = np.empty((counts.shape[1], y_true.shape[1]))
+    for j in range(y_true.shape[1]):
+        order = np.argsort(-y_score[:, j], kind="stable")
+        ranked_score, positive = y_score[order, j], y_true[order, j].astype(bool)
+        # One point per distinct score: the last image of each run of equal scores.
+        ends = np.flatnonzero(np.r_[ranked_score[1:] != ranked_score[:-1], True])
+        predicted = np.cumsum(counts[order], axis=0)[ends]
+        positives_so_far = np.cumsum(positive)[ends]
+        positive_cumsum = np.cumsum(counts[order[positive]], axis=0)
+        true_positives = np.zeros_like(predicted)
+        seen = positives_so_far > 0
+        true_positives[seen] = positive_cumsum[positives_so_far[seen] - 1]
+        precision = np.divide(true_positives, predicted, out=np.zeros(predicted.shape), where=predicted > 0)
+        recall_step = np.diff(true_positives, axis=0, prepend=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result[:, j] = (recall_step * precision).sum(axis=0) / true_positives[-1]
+    return result
+
+
+def _bootstrap_maps(y_true: np.ndarray, y_score: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """mAP of every resample (mean over the labels with positives in that resample)."""
+    ap = _weighted_average_precision(y_true, y_score, counts)
+    defined = ~np.isnan(ap)
+    with np.errstate(invalid="ignore"):
+        return np.where(defined.any(axis=1), np.nansum(ap, axis=1) / defined.sum(axis=1), np.nan)
+
+
+def _interval(values: np.ndarray, confidence: float) -> list[float]:
+    values = values[~np.isnan(values)]
+    if not values.size:
+        return [float("nan"), float("nan")]
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+def bootstrap_map_interval(
+    y_true, y_score, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED, confidence: float = CONFIDENCE
+) -> list[float]:
+    """``[low, high]``: the percentile bootstrap interval of the mAP, resampling the images."""
+    y_true, y_score = _as_matrices(y_true, y_score)
+    return _interval(_bootstrap_maps(y_true, y_score, bootstrap_counts(len(y_true), resamples, seed)), confidence)
+
+
+def compare(
+    scores_a,
+    scores_b,
+    labels,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+) -> dict:
+    """Paired bootstrap of the mAP difference of two sets of scores of the same images.
+
+    Each resample draws the same images for both, so what the images have in common
+    (an easy or a hard draw) cancels out. Returns ``map_a``, ``map_b``,
+    ``difference`` (a - b, on the images as given), ``interval`` (its percentile
+    confidence interval), ``confidence``, ``resamples`` and ``measurable``: True
+    when the interval excludes 0.
+    """
+    labels, scores_a = _as_matrices(labels, scores_a)
+    _, scores_b = _as_matrices(labels, scores_b)
+    counts = bootstrap_counts(len(labels), resamples, seed)
+    differences = _bootstrap_maps(labels, scores_a, counts) - _bootstrap_maps(labels, scores_b, counts)
+    map_a, map_b = mean_average_precision(labels, scores_a), mean_average_precision(labels, scores_b)
+    low, high = _interval(differences, confidence)
     return {
-        "all": evaluate(y_true, y_score, label_names, thresholds),
-        "non_black": evaluate(np.asarray(y_true)[keep], np.asarray(y_score)[keep], label_names, thresholds),
+        "map_a": map_a,
+        "map_b": map_b,
+        "difference": map_a - map_b,
+        "interval": [low, high],
+        "confidence": confidence,
+        "resamples": resamples,
+        "measurable": bool(low > 0 or high < 0),
     }
 
 
-def _scores_of(label_names, val_true, val_score, holdout_true, holdout_score, val_black, holdout_black):
+# ----------------------------------------------------------------------------- runs
+
+
+def _split_scores(label_names, y_true, y_score, black, thresholds, split, bootstrap: bool) -> dict:
+    black = np.asarray(black, dtype=bool)
+    if black.shape != (len(y_true),):
+        raise ValueError(f"{split}_black must be a boolean mask of length {len(y_true)}, got shape {black.shape}")
+    y_true, y_score = np.asarray(y_true), np.asarray(y_score)
+    scores = {}
+    for subset, rows in (("all", slice(None)), ("non_black", ~black)):
+        scores[subset] = evaluate(y_true[rows], y_score[rows], label_names, thresholds)
+        if bootstrap:
+            scores[subset]["map_ci95"] = bootstrap_map_interval(y_true[rows], y_score[rows])
+    return scores
+
+
+def _scores_of(label_names, val_true, val_score, holdout_true, holdout_score, val_black, holdout_black, bootstrap):
     thresholds = tune_thresholds(val_true, val_score)
     metrics = {
-        "val": _split_scores(label_names, val_true, val_score, val_black, thresholds, "val"),
-        "holdout": _split_scores(label_names, holdout_true, holdout_score, holdout_black, thresholds, "holdout"),
+        "val": _split_scores(label_names, val_true, val_score, val_black, thresholds, "val", bootstrap),
+        "holdout": _split_scores(label_names, holdout_true, holdout_score, holdout_black, thresholds, "holdout", bootstrap),
     }
     return thresholds, metrics
 
@@ -189,19 +308,20 @@ def evaluate_run(
     Thresholds are tuned on the whole validation set (black images included, as the
     contest scores them) and applied unchanged to the holdout, which is never used for
     tuning. ``non_black`` repeats every score without the totally black images, whose
-    labels are random. The oracle (Bayes-optimal probabilities of the embedded dataset)
+    labels are random. Each mAP of the run (not of the oracle) comes with ``map_ci95``,
+    its 95 % bootstrap interval (:func:`bootstrap_map_interval`). The oracle (Bayes-optimal probabilities of the embedded dataset)
     is scored the same way, with its own thresholds tuned on validation.
     """
     label_names = list(label_names)
     if (oracle_val is None) != (oracle_holdout is None):
         raise ValueError("give both oracle_val and oracle_holdout, or neither")
     thresholds, metrics = _scores_of(
-        label_names, val_true, val_score, holdout_true, holdout_score, val_black, holdout_black
+        label_names, val_true, val_score, holdout_true, holdout_score, val_black, holdout_black, bootstrap=True
     )
     oracle = None
     if oracle_val is not None:
         _, oracle = _scores_of(
-            label_names, val_true, oracle_val, holdout_true, oracle_holdout, val_black, holdout_black
+            label_names, val_true, oracle_val, holdout_true, oracle_holdout, val_black, holdout_black, bootstrap=False
         )
     return {
         "thresholds": {name: float(t) for name, t in zip(label_names, thresholds)},
