@@ -1,166 +1,450 @@
 # %% [markdown]
 # # 02 — Convolutional neural networks
 #
-# Convolutional networks are the natural first choice for images: the same
-# small filters slide over the whole picture, so a shape is recognised
+# Which convolutional network recognises the three labels best? A convolution
+# slides the same small filters over the whole image, so a pattern is found
 # wherever it appears, with far fewer weights than a dense layer over all
-# pixels. Five architectures were tried, from small to deep:
+# pixels. That prior should suit small objects placed anywhere in a 64×64
+# picture. Five architectures are compared, from small to deep: a two-block
+# baseline (1.a), the course's `Conv−Pool−Conv−Pool−Conv−Conv−Pool−Dense−Dense`
+# network (1.b), a VGG-style stack (1.c), a small ResNet (1.d) and an own design
+# with global average pooling (1.e).
 #
-# - **1.a** a small baseline: two convolution + pooling blocks and a dense layer;
-# - **1.b** the `Conv−Pool−Conv−Pool−Conv−Conv−Pool−Dense−Dense` network of the
-#   course assignment;
-# - **1.c** a VGG-style stack of paired 3×3 convolutions with batch
-#   normalisation and dropout;
-# - **1.d** a small residual network (ResNet-style shortcuts, global average pooling);
-# - **1.e** an own design with depthwise-separable convolutions and global
-#   average pooling, the cheapest in weights.
-#
-# Every network ends in three sigmoid outputs trained with binary
-# cross-entropy (one independent yes/no question per label), is trained by
-# the same engine (`contest_study.training`: early stopping with patience 5
-# and best weights restored, ReduceLROnPlateau, checkpoints, CSV and
-# TensorBoard logs), on the training images with all black images removed
-# but one. Data augmentation (flips, small rotations, zoom, shifts, contrast,
-# as Keras layers inside the model) is tested separately on the best CNN
-# below: at this epoch budget it slowed learning down, so the comparison
-# runs without it. Every run is stored in the results registry, so
-# re-running this notebook reuses finished runs instead of training again.
+# Every network is written below with Keras layers and ends in three sigmoid
+# outputs, one independent yes/no question per label, trained with binary
+# cross-entropy. The metric is the contest's: average precision per label on
+# the validation set (mAP is their mean), scored by scikit-learn, with the
+# Bayes oracle of the embedded dataset beside it when there is one (see
+# `01_data_analysis`).
 
 # %%
-# The shared package does the work; the notebook chooses what to run and explains it.
-from IPython.display import Markdown, display
+# Setup. Locally (`make install`) the package is installed and this cell does nothing. On Kaggle or
+# Colab, upload the ISTRATI_LUCIAN/ folder of the submission zip (it holds the contest_study package):
+# the cell puts it on the path and installs keras-tuner, the one dependency those images lack.
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
+if importlib.util.find_spec("contest_study") is None:
+    uploaded = [*Path("/kaggle/input").glob("**/ISTRATI_LUCIAN"), Path("/content/ISTRATI_LUCIAN"), Path.cwd()]
+    folder = next((path for path in uploaded if (path / "contest_study").is_dir()), None)
+    if folder is None:
+        raise ModuleNotFoundError("contest_study: upload the ISTRATI_LUCIAN folder of the submission zip (README: Kaggle and Colab)")
+    sys.path.insert(0, str(folder))
+if importlib.util.find_spec("keras_tuner") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "keras-tuner"], check=True)
+
+# %% tags=["parameters"]
+# Parameters of this run. scripts/export_submission.py sets them (a cell injected below this one);
+# by hand, edit them here. data_dir None: the embedded dataset, generated on first use.
+profile = "default"  # "smoke" (tests, seconds), "default" (2-core CPU), "full" (GPU: the source's epoch counts)
+data_dir = None  # the contest folder, e.g. "/kaggle/input/<contest-dataset>"
+workdir = None  # registry, caches and figures; None: the repository root, or the current folder
+seed = 42
+
+# %%
+# The study's plumbing: the data of this run, the results registry and the profile's settings.
+import keras
+import pandas as pd
+from keras import layers
+
+from contest_study.evaluation import compare_runs
 from contest_study.study import open_study
 
-# Data, registry, profile and oracle of this run, as set by scripts/export_submission.py.
-study = open_study()
-print(f"profile: {study.context.profile.name}; training images: {len(study.data.train)}; "
-      f"validation: {len(study.data.val)}; hold-out: {len(study.data.holdout)}")
+study = open_study(profile=profile, data_dir=data_dir, workdir=workdir, seed=seed)
+input_shape, n_labels = study.input_shape, len(study.label_names)
+print(f"profile {study.context.profile.name}: {len(study.data.train)} training, {len(study.data.val)} validation, "
+      f"{len(study.data.holdout)} hold-out images of shape {input_shape}; labels {study.label_names}")
 
 # %% [markdown]
 # ## The five architectures
 #
-# The parameter count says how much each network can memorise; the
-# descriptions say how it sees the image.
+# ### 1.a — a small baseline
+#
+# Two convolution + max-pooling blocks and one hidden dense layer: the
+# smallest network that can learn local patterns, the yardstick for the others.
 
 # %%
-# Build each CNN once (without training) to list its size next to its description.
-architectures = study.architectures("cnn")
-architectures
+def build_cnn_1a(input_shape, n_labels):
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.3)(x)
+    x = layers.Dense(64, activation="relu")(x)
+    # Sigmoid, not softmax: the three labels are independent and may all be present at once.
+    outputs = layers.Dense(n_labels, activation="sigmoid", name="labels")(x)
+    return keras.Model(inputs, outputs, name="cnn_1a")
+
+
+build_cnn_1a(input_shape, n_labels).summary()
 
 # %% [markdown]
-# ## Training
+# ### 1.b — the course network
 #
-# Each network is trained up to the profile's epoch cap; early stopping on
-# the validation loss usually ends it sooner and restores the best epoch.
-# Keras prints one line per epoch.
+# `Conv−Pool−Conv−Pool−Conv−Conv−Pool−Dense−Dense`: a third stage with two
+# stacked convolutions sees patterns about 20 pixels wide before the dense layers.
 
 # %%
-# Train (or reuse from the registry) every CNN, all with the same settings.
-cnn_runs = {name: study.train(name) for name in architectures.index}
+def build_cnn_1b(input_shape, n_labels):
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(48, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(48, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.4)(x)
+    x = layers.Dense(128, activation="relu")(x)
+    outputs = layers.Dense(n_labels, activation="sigmoid", name="labels")(x)
+    return keras.Model(inputs, outputs, name="cnn_1b")
+
+
+build_cnn_1b(input_shape, n_labels).summary()
+
+# %% [markdown]
+# ### 1.c — VGG-style
+#
+# VGG's idea: two 3×3 convolutions in a row see as far as one 5×5 with fewer
+# weights and one more non-linearity. Three such blocks, each closed by max
+# pooling and dropout. Batch normalisation keeps the deeper stack trainable;
+# it is applied from 32×32 down, where it costs a quarter of what it would at
+# full resolution on a CPU.
+
+# %%
+def conv_bn_relu(x, filters, strides=1):
+    # No bias: the batch normalisation that follows has its own shift.
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+    # momentum 0.9 (Keras: 0.99): with ~100 batches an epoch the inference statistics must follow the weights.
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    return layers.ReLU()(x)
+
+
+def build_cnn_1c(input_shape, n_labels):
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = layers.MaxPooling2D()(x)
+    for filters in (16, 32, 64):
+        x = conv_bn_relu(x, filters)
+        x = conv_bn_relu(x, filters)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Dropout(0.25)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    # The dense layer holds most of the weights, so it gets the strongest dropout.
+    x = layers.Dropout(0.5)(x)
+    outputs = layers.Dense(n_labels, activation="sigmoid", name="labels")(x)
+    return keras.Model(inputs, outputs, name="cnn_1c")
+
+
+build_cnn_1c(input_shape, n_labels).summary()
+
+# %% [markdown]
+# ### 1.d — a small ResNet
+#
+# ResNet's shortcut adds a block's input to its output, so each block learns
+# a correction and the gradient reaches the first layers undiminished. Four
+# residual blocks after a full-resolution stem; global average pooling
+# replaces the large flatten + dense layer, so the features no longer depend
+# on where a pattern sits.
+
+# %%
+def residual_block(x, filters, strides=1):
+    shortcut = x
+    y = conv_bn_relu(x, filters, strides=strides)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
+    y = layers.BatchNormalization(momentum=0.9)(y)
+    if strides != 1 or x.shape[-1] != filters:
+        # The shortcut must match the block's new shape: a strided 1x1 projection.
+        shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False)(x)
+        shortcut = layers.BatchNormalization(momentum=0.9)(shortcut)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def build_cnn_1d(input_shape, n_labels):
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = layers.MaxPooling2D()(x)
+    x = residual_block(x, 32, strides=2)
+    x = residual_block(x, 32)
+    x = residual_block(x, 64, strides=2)
+    x = residual_block(x, 128, strides=2)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(n_labels, activation="sigmoid", name="labels")(x)
+    return keras.Model(inputs, outputs, name="cnn_1d")
+
+
+build_cnn_1d(input_shape, n_labels).summary()
+
+# %% [markdown]
+# ### 1.e — own design: cheap and position-free
+#
+# Four convolution blocks with batch normalisation below full resolution,
+# global average pooling and a small dense layer: the fewest weights of the
+# five, to see how much capacity the task needs.
+
+# %%
+def build_cnn_1e(input_shape, n_labels):
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = layers.MaxPooling2D()(x)
+    for filters in (32, 64, 64):
+        x = conv_bn_relu(x, filters)
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    x = layers.Dropout(0.2)(x)
+    outputs = layers.Dense(n_labels, activation="sigmoid", name="labels")(x)
+    return keras.Model(inputs, outputs, name="cnn_1e")
+
+
+build_cnn_1e(input_shape, n_labels).summary()
+
+# %% [markdown]
+# ## Training one network in plain view
+#
+# Every network of the study is trained the same way, written out here once:
+#
+# - **Adam**, learning rate 10⁻³, batches of the profile's size;
+# - **binary cross-entropy**, the loss of independent sigmoid outputs;
+# - metrics: binary accuracy at 0.5 and the **area under the precision-recall
+#   curve per label** (`AUC(curve="PR", multi_label=True)`), Keras' running
+#   estimate of the contest's metric, so the learning curves show it per epoch;
+# - **early stopping** on the validation loss with patience 5 (the source
+#   study's), restoring the best epoch's weights; **ReduceLROnPlateau** halves
+#   the learning rate after 2 epochs without progress; **ModelCheckpoint** keeps
+#   the best weights on disk.
+#
+# The epoch cap is the profile's and generous: training ends by early stopping.
+# The training images are those of `01_data_analysis`: all black images
+# removed but one, since their labels are random coins; early stopping watches
+# the non-black validation images. `run` is the engine's side of the fit: the
+# run's folder, and the callbacks that log the curves (CSV, TensorBoard) and
+# back the run up so an interrupted one resumes where it stopped.
+
+# %%
+config = study.config()
+print(f"epoch cap {config.epochs}, batch {config.batch_size}, early-stopping patience {config.patience}")
+
+
+def compile_and_fit(model, train_data, val_data, run):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.AUC(curve="PR", multi_label=True, name="pr_auc"),
+        ],
+    )
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, config.patience // 2), min_lr=1e-5),
+        keras.callbacks.ModelCheckpoint(
+            run.directory / "best.weights.h5", monitor="val_loss", save_best_only=True, save_weights_only=True
+        ),
+    ]
+    return model.fit(
+        train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks + run.callbacks(callbacks), verbose=2
+    )
+
+
+# The registry skips the fit when this network, these settings and this data were trained before.
+cnn_1a = study.train(build_cnn_1a, family="cnn", description="small baseline: 2 conv+pool blocks, dense 64",
+                     fit=compile_and_fit)
+print(f"cnn_1a: {cnn_1a.data['epochs_run']} epochs ({cnn_1a.data.get('stopped_because')}), "
+      f"val mAP {cnn_1a.metrics['val']['all']['map']:.3f}")
+
+# %% [markdown]
+# ## The other four, through the same engine
+#
+# `study.train` runs the engine's `training.fit`, which compiles and fits
+# exactly as above; the engine only adds the registry, the checkpoints and the
+# resume.
+
+# %%
+builders = {"cnn_1a": build_cnn_1a, "cnn_1b": build_cnn_1b, "cnn_1c": build_cnn_1c, "cnn_1d": build_cnn_1d,
+            "cnn_1e": build_cnn_1e}
+descriptions = {
+    "cnn_1b": "Conv-Pool-Conv-Pool-Conv-Conv-Pool-Dense-Dense",
+    "cnn_1c": "VGG-style: 3 blocks of two 3x3 convs, batch norm, dropout",
+    "cnn_1d": "small ResNet: 4 residual blocks, global average pooling",
+    "cnn_1e": "4 conv blocks, batch norm, global average pooling",
+}
+cnn_runs = {"cnn_1a": cnn_1a}
+for name, description in descriptions.items():
+    cnn_runs[name] = study.train(builders[name], family="cnn", description=description)
 
 # %% [markdown]
 # ## Results
 #
-# Average precision per label on the validation set is the primary metric
-# (see `01_data_analysis`); the table puts the hold-out scores beside it.
-# The hold-out split has never been used to choose anything, so the gap
-# between the two columns shows how optimistic the validation score is.
+# One row per network: mAP on all validation images and on the non-black
+# ones (where the models differ: every model answers a black image the same
+# way, see `01_data_analysis`), the 95 % bootstrap interval of the latter,
+# the hold-out (never used to choose anything) and how long each trained.
 
 # %%
-# One row per network, best validation mAP first.
 cnn_table = study.table(cnn_runs.values())
-cnn_table.drop(columns=["description", "key"]).round(4)
+cnn_table.drop(columns=["description", "key"]).round(3)
 
 # %%
-# Per-class AP bars, learning curves and precision-recall curves, saved to figures/.
+# Per-class AP on validation, one bar group per network.
 cnn_figures = study.comparison_figures(cnn_runs, prefix="02_cnn")
 cnn_figures["per_class_ap"]
 
 # %%
-# Training and validation loss per epoch: where each network stopped and whether it overfitted.
+# Loss and PR-AUC per epoch: where each network stopped, and whether it overfitted.
 cnn_figures["learning_curves"]
 
 # %%
-# Precision-recall curves of every CNN, one panel per label, on the non-black validation images.
+# Precision-recall curves per label on the non-black validation images.
 cnn_figures["precision_recall"]
 
 # %%
-# The best CNN by validation mAP (the hold-out never takes part in the choice).
+# The best CNN by validation mAP (the hold-out never takes part in the choice), against the others.
 best_cnn = study.best(cnn_runs.values())
-display(Markdown(study.describe_best(best_cnn, "CNN")))
+rows = []
+for record in cnn_runs.values():
+    if record.key != best_cnn.key:
+        effect = compare_runs(best_cnn, record)
+        rows.append({"network": record.model, "mAP below the best": effect.difference,
+                     "95% CI": f"{effect.low:+.3f} .. {effect.high:+.3f}", "measurable": effect.measurable})
+print(f"best CNN: {best_cnn.model} ({best_cnn.description}), non-black val mAP "
+      f"{best_cnn.metrics['val']['non_black']['map']:.3f}, hold-out {best_cnn.metrics['holdout']['non_black']['map']:.3f}")
+if best_cnn.oracle:
+    print(f"oracle on the same images: {best_cnn.oracle['val']['non_black']['map']:.3f}")
+pd.DataFrame(rows).round(3)
+
+# %% [markdown]
+# The table ranks the five networks and the cell above measures how far each
+# is from the best one, with a paired bootstrap over the validation images: a
+# difference whose interval contains zero is within the noise of this
+# validation set and is not evidence that one architecture is better. Where the
+# intervals exclude zero, the ranking is real for this data; where the oracle is
+# known, the gap to it says how much any architecture could still gain.
+# The learning curves show where each network stopped: early stopping ends a
+# run five epochs after its best validation loss, so the "best epoch" column of
+# the table is the epoch whose weights were kept.
 
 # %% [markdown]
 # ## What the best CNN gets right and wrong
 #
-# The prediction grid shows validation images with the predicted label and
-# probability for each of the three questions, in blue when the prediction
-# (at the threshold tuned on validation) is right and in red when it is
-# wrong. The confusion matrices count the same decisions on the hold-out
-# split.
+# Validation images with the predicted probability of each label, blue when the
+# decision at the threshold tuned on validation is right and red when it is
+# wrong; then one confusion matrix per label on the hold-out split.
 
 # %%
-# Validation images with the best CNN's predictions: blue right, red wrong.
 best_cnn_figures = study.best_run_figures(best_cnn, prefix="02_cnn_best")
 best_cnn_figures["prediction_grid"]
 
 # %%
-# One confusion matrix per label on the hold-out split, at the thresholds tuned on validation.
 best_cnn_figures["confusion_matrices"]
 
 # %% [markdown]
 # ## Does data augmentation help?
 #
-# Random flips, rotations of up to about 11 degrees, zoom and shifts of up to
-# 10 % and contrast changes keep every label of this dataset true (see
-# `contest_study.models.augmentation_block`), so they show the network more
-# varied versions of the same shapes. The price: rotation, zoom and shifts
-# resample the image bilinearly, which softens the 2-3 pixel strokes and
-# checkerboard cells the labels depend on, and each epoch costs more CPU.
-# The best CNN is trained again with the augmentation layers on, with the
-# same epoch cap.
+# Random flips, small rotations, zoom, shifts and contrast changes show the
+# network more varied versions of the same images. They are Keras
+# preprocessing layers placed in front of the network: active in `fit` only,
+# inactive in `predict`. Whether they keep every label true is an assumption
+# about the data: a label about orientation, or about an object touching the
+# border, would be broken by them. The best CNN is trained again behind them,
+# with the same settings.
 
 # %%
-# Same network and settings, augmentation layers active while training.
-augmented = study.train(best_cnn.model, augment=True)
-augmentation_table = study.table([best_cnn, augmented]).set_index("run")
-augmentation_table[["val mAP", "val mAP (non-black)", "holdout mAP", "epochs", "wall time (s)"]].round(4)
+augmentation = keras.Sequential(
+    [
+        layers.RandomFlip("horizontal_and_vertical"),
+        layers.RandomRotation(0.03, fill_mode="constant"),  # about ±11 degrees
+        layers.RandomZoom(0.1, fill_mode="constant"),
+        layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
+        layers.RandomContrast(0.2, value_range=(0.0, 1.0)),
+    ],
+    name="augmentation",
+)
 
-# %%
-# The comparison in words, from the two records.
-display(Markdown(study.describe_change(best_cnn, augmented, "data augmentation")))
+
+def build_augmented(input_shape, n_labels):
+    inputs = keras.Input(shape=input_shape, name="image")
+    network = builders[best_cnn.model](input_shape, n_labels)
+    return keras.Model(inputs, network(augmentation(inputs)), name=f"{best_cnn.model}_augmented")
+
+
+augmented = study.train(build_augmented, family="cnn_experiment", description=f"{best_cnn.model} behind the augmentation layers")
+effect = compare_runs(augmented, best_cnn)
+print(f"non-black val mAP: augmented {augmented.metrics['val']['non_black']['map']:.3f}, "
+      f"plain {best_cnn.metrics['val']['non_black']['map']:.3f}; difference {effect.difference:+.3f} "
+      f"(95% CI {effect.low:+.3f} .. {effect.high:+.3f}); epochs {augmented.data['epochs_run']} vs {best_cnn.data['epochs_run']}")
+if not effect.measurable:
+    print("verdict: no measurable difference")
+else:
+    print("verdict: augmentation " + ("helped" if effect.difference > 0 else "hurt"))
+
+# %% [markdown]
+# How to read the verdict above. With no measurable difference, augmentation
+# neither helps nor hurts at this data size and the cheaper plain network is
+# kept. If it helped, the network was overfitting the training images and
+# the transformed copies acted as extra data. If it hurt, either a
+# transformation changes what the labels describe, or its resampling blurs
+# details the labels depend on, or the network needs more epochs to learn
+# from harder, varied inputs: the epochs column tells whether training ran
+# longer. The comparison in the rest of the study is made without
+# augmentation.
 
 # %% [markdown]
 # ## One channel or three?
 #
-# The images are grayscale stored as three equal channels. Feeding the
-# three copies cannot add information; it only triples the weights of the
-# first convolution, the only layer that sees the channels. We check this
-# once, on the cheapest CNN (1.a): the question concerns the first layer
-# alone, so the smallest network answers it at the lowest cost.
+# The images are grayscale stored as three equal channels. The three copies
+# cannot add information; they only triple the weights of the first
+# convolution, the only layer that sees channels. The cheapest CNN (1.a)
+# answers the question at the lowest cost.
 
 # %%
-# The small baseline CNN again, fed the grayscale image replicated to 3 channels.
-three_channels = study.train("cnn_1a", input_channels=3)
-channel_table = study.table([cnn_runs["cnn_1a"], three_channels]).set_index("run")
-channel_table[["val mAP", "val mAP (non-black)", "holdout mAP", "params", "wall time (s)"]].round(4)
+if study.data.channels == 1:
+    three_channels = study.train(build_cnn_1a, family="cnn_experiment", input_channels=3,
+                                 description="cnn_1a fed the grayscale image replicated to 3 channels")
+    effect = compare_runs(three_channels, cnn_runs["cnn_1a"])
+    print(f"3 channels vs 1: {effect.difference:+.3f} non-black val mAP (95% CI {effect.low:+.3f} .. {effect.high:+.3f}), "
+          f"{three_channels.data['params']} vs {cnn_runs['cnn_1a'].data['params']} weights -> "
+          + ("measurable" if effect.measurable else "no measurable difference"))
+else:
+    print("the images of this folder were loaded with 3 channels (keep_channels): every network already sees 3")
+
+# %% [markdown]
+# Three identical channels give the first layer three copies of each weight
+# that see the same pixel; training can only learn their sum. A measurable
+# difference would therefore come from the different initialisation and
+# optimisation path, not from information, and the study keeps one channel.
 
 # %% [markdown]
 # ## The black-image experiment
 #
-# About a third of the labelled images are totally black and carry random
-# labels. The best CNN is trained twice: with all black images kept, and
-# with all of them removed but one. Both are scored on all validation images
-# and on the non-black ones. Both answer the black validation images with
-# the same base rates (the scoring rule of `01_data_analysis`), so the
-# experiment asks one question: do the black training images, whose labels
-# are noise, change what the network learns about the visible shapes?
+# About a third of the labelled images are totally black with random labels.
+# The best CNN is trained twice: with all black images kept, and with all of
+# them removed but one. Both answer the black validation images alike (the
+# scoring rule of `01_data_analysis`), so the question is only whether the
+# black training images change what the network learns from the others.
 
 # %%
-# Same network, same settings, two training sets.
-black_table, black_runs = study.black_image_experiment(best_cnn.model)
-black_table.round(4)
+black_table, black_runs = study.black_image_experiment(builders[best_cnn.model], family="cnn_experiment",
+                                                       description=f"{best_cnn.model}, black images kept or removed")
+effect = compare_runs(black_runs["kept"], black_runs["removed"])
+print(f"keeping the black images: {effect.difference:+.3f} non-black val mAP (95% CI {effect.low:+.3f} .. "
+      f"{effect.high:+.3f}) -> " + ("measurable" if effect.measurable else "no measurable difference")
+      + f"; {black_runs['kept'].data['epochs_run']} vs {black_runs['removed'].data['epochs_run']} epochs")
+black_table.round(3)
 
-# %%
-# The effect in words, computed from the two runs.
-display(Markdown(study.describe_black_effect(black_table)))
+# %% [markdown]
+# A black image carries no pattern, only a label drawn at random: for the
+# network it is pure label noise, and its gradient pulls every output towards
+# the labels' base rates. With the black images kept, an epoch also holds half
+# as many images again, so the same epoch cap means more weight updates. If
+# keeping them made no measurable difference, removing them costs nothing and
+# saves a third of the training time; if it hurt, the noise outweighed the
+# extra updates; if it helped, the cause cannot be told apart from the longer
+# training without a run at equal step counts.

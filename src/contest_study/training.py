@@ -1,28 +1,16 @@
 """The one training engine: every neural network of the study is trained by :func:`run_experiment`.
 
-- Input: ``tf.data`` pipelines built from the cached image arrays (:func:`make_dataset`).
-- Augmentation: Keras preprocessing layers inside the model (``TrainConfig.augment``,
-  see :func:`contest_study.models.augmentation_block`), active only while training.
-- Callbacks (:func:`make_callbacks`): early stopping on the validation loss
-  (restoring the best weights), a checkpoint of the best weights, ReduceLROnPlateau
-  (with the ``"plateau"`` schedule), a CSV log, TensorBoard logs and
-  ``BackupAndRestore``, so an interrupted run resumes from its last finished epoch.
-- Head and loss: three sigmoid outputs and binary cross-entropy, unless a
-  :class:`TrainConfig` asks for the softmax / categorical cross-entropy variant the
-  hyperparameter study documents as a failure (the labels are independent, a softmax
-  makes them compete).
-- Seeded: :func:`run_experiment` calls ``keras.utils.set_random_seed`` before
-  building the model and seeds the shuffling, so the same seed and data give the
-  same metrics, up to the floating-point noise of the multi-threaded CPU kernels.
-
-Every run is stored in the results registry; a second call with the same inputs
-returns the stored record without training.
+A notebook writes the network (a builder function) and, for one network per chapter, its own
+compile-and-fit recipe; the engine adds what every run needs and changes nothing else: the
+seeded build, the ``tf.data`` pipelines, the registry entry (skipped when the run exists),
+checkpoints and resume, the CSV/TensorBoard logs, and the scores of every split.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import inspect
+import json
 import math
 import os
 import sys
@@ -37,9 +25,8 @@ import pandas as pd
 import tensorflow as tf
 
 from contest_study.config import Profile, get_profile
-from contest_study.data import drop_black_images
+from contest_study.data import drop_black_images, subsample
 from contest_study.evaluation import prepare_splits, resolve_profile, score_and_save, split_hyperparams
-from contest_study.models import OUTPUT_ACTIVATIONS, get_model_spec
 from contest_study.registry import RunRecord
 
 OPTIMIZERS = ("adam", "sgd")
@@ -47,6 +34,8 @@ LOSSES = ("binary_crossentropy", "categorical_crossentropy")
 TRAIN_METRICS = ("accuracy", "f1")
 LR_SCHEDULES = ("constant", "exponential", "warmup_decay", "plateau")
 INPUT_CHANNEL_OPTIONS = (1, 3)
+# The labels are independent yes/no questions (sigmoid); softmax is the grid's documented failure.
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
 
 # Learning-rate schedules, per epoch so that they mean the same at any dataset size.
 EXPONENTIAL_DECAY_PER_EPOCH = 0.85  # 15 epochs end at about 9% of the initial rate
@@ -80,16 +69,10 @@ def _whole_number(name: str, value, minimum: int) -> None:
 class TrainConfig:
     """How one network is trained; every field is part of the run's registry key.
 
-    ``model_options`` are extra keyword arguments of the model builder (for example
-    ``{"dropout": 0.5}`` or ``{"units": 32}``); they are stored as a sorted tuple of
-    pairs so the config stays hashable. ``lr_schedule``:
-
-    - ``"constant"``: the learning rate never changes;
-    - ``"plateau"`` (default): constant, halved by ReduceLROnPlateau when the
-      validation loss stalls for ``max(1, patience // 2)`` epochs;
-    - ``"exponential"``: multiplied by 0.85 every epoch (``ExponentialDecay``);
-    - ``"warmup_decay"``: one epoch of linear warm-up from 10% of the rate, then a
-      cosine decay to 1% over the remaining epochs (``CosineDecay``).
+    ``lr_schedule``: ``"constant"``; ``"plateau"`` (default: halved by ReduceLROnPlateau
+    when the validation loss stalls for ``max(1, patience // 2)`` epochs); ``"exponential"``
+    (x0.85 per epoch); ``"warmup_decay"`` (one epoch of linear warm-up from 10 % of the
+    rate, then a cosine decay to 1 %).
     """
 
     epochs: int = 15
@@ -99,10 +82,8 @@ class TrainConfig:
     loss: str = "binary_crossentropy"
     train_metric: str = "accuracy"
     lr_schedule: str = "plateau"
-    augment: bool = False
     patience: int = 5
     output_activation: str = "sigmoid"
-    model_options: tuple = field(default=())
 
     def __post_init__(self):
         _whole_number("epochs", self.epochs, 1)
@@ -117,32 +98,12 @@ class TrainConfig:
         _choice("train_metric", self.train_metric, TRAIN_METRICS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
-        if not isinstance(self.augment, bool):
-            raise ValueError(f"TrainConfig.augment must be True or False, got {self.augment!r}")
-        options = self.model_options
-        if isinstance(options, Mapping):
-            options = options.items()
-        try:
-            options = tuple(sorted((str(name), value) for name, value in options))
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"TrainConfig.model_options must be a mapping of builder keyword arguments, got {self.model_options!r}"
-            ) from None
-        reserved = {"input_shape", "n_labels", "augment", "output_activation"} & {name for name, _ in options}
-        if reserved:
-            raise ValueError(
-                f"TrainConfig.model_options cannot set {', '.join(sorted(reserved))}: "
-                "they come from the data and from TrainConfig's own fields"
-            )
         # Frozen dataclass: normalise through object.__setattr__ (1 and 1.0 must give one registry key).
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
-        object.__setattr__(self, "model_options", options)
 
     def as_hyperparams(self) -> dict:
         """The config as a plain dict (the hyperparameter part of the registry key)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["model_options"] = dict(self.model_options)
-        return values
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def config_for_profile(profile: Profile | str, **overrides) -> TrainConfig:
@@ -370,6 +331,10 @@ def fit(
 # ----------------------------------------------------------------------------- experiments
 
 
+MODEL_FILE = "model.json"
+OUTPUT_LAYER = "labels"
+
+
 def _with_channels(images: np.ndarray, channels: int) -> np.ndarray:
     """The images with ``channels`` channels: grayscale is replicated to 3 identical channels."""
     if images.shape[-1] == channels:
@@ -391,175 +356,268 @@ def _predict_splits(model: keras.Model, splits, channels: int, batch_size: int) 
     return [next(parts) if split is not None and len(split) else None for split in splits]
 
 
-def architecture_fingerprint(model_name: str, config: TrainConfig, input_shape=(64, 64, 1), n_labels: int = 3) -> str:
-    """A short hash of the network ``model_name`` builds with ``config`` (its Keras config).
+def with_output_activation(model: keras.Model, activation: str) -> keras.Model:
+    """``model`` with the activation of its output layer (named ``"labels"``) replaced.
 
-    Part of every run's registry key, so a change to an architecture's code never
-    reuses runs of the old one. The value only depends on what the builder receives
-    (not on the epochs, learning rate, ... of ``config``), so each architecture is
-    built once per process: a second run of a notebook looks up many runs.
+    The hyperparameter grid's categorical cross-entropy needs a softmax head on the same
+    architecture; rebuilding from the Keras config changes that one setting and nothing else.
     """
-    # The builder itself is part of the key: a replaced or reloaded builder is built again.
-    builder = get_model_spec(model_name).builder
-    key = (builder, tuple(input_shape), n_labels, config.augment, config.output_activation, config.model_options)
+    config = json.loads(model.to_json())
+    layers = config["config"]["layers"]
+    outputs = [layer for layer in layers if layer["config"].get("name") == OUTPUT_LAYER]
+    if not outputs:
+        raise ValueError(f"model {model.name!r} has no output layer named {OUTPUT_LAYER!r} to set to {activation!r}")
+    outputs[0]["config"]["activation"] = activation
+    return keras.models.model_from_json(json.dumps(config))
+
+
+def build_for_run(build, input_shape, n_labels: int, *, seed: int, output_activation: str = "sigmoid") -> keras.Model:
+    """Build the network of ``build(input_shape, n_labels)`` in a fresh, seeded Keras session.
+
+    The fresh session resets the layer-name counters, so the same builder gives the same
+    Keras config (the run's fingerprint) in any process; the seed fixes the initial weights.
+    """
+    keras.backend.clear_session(free_memory=False)
+    keras.utils.set_random_seed(seed)
+    model = build(tuple(input_shape), n_labels)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"the builder {getattr(build, '__name__', build)!r} must return a keras.Model, got {type(model).__name__}")
+    if output_activation != "sigmoid":
+        model = with_output_activation(model, output_activation)
+    return model
+
+
+def architecture_fingerprint(model: keras.Model) -> str:
+    """A short hash of the network's Keras config: part of every run's registry key."""
+    return hashlib.sha256(model.to_json().encode()).hexdigest()[:12]
+
+
+def recipe_fingerprint(fit_recipe) -> str:
+    """A short hash of a notebook's own compile-and-fit function (its source), for the registry key."""
     try:
-        hash(key)
-    except TypeError:  # a model option without a hash (a list, say): built every time
-        return _architecture_fingerprint.__wrapped__(*key)
-    return _architecture_fingerprint(*key)
-
-
-@functools.lru_cache(maxsize=None)
-def _architecture_fingerprint(builder, input_shape, n_labels, augment, output_activation, model_options) -> str:
-    # Resets the layer-name counters that appear in the config (no garbage collection: it only costs time).
-    keras.backend.clear_session(free_memory=False)
-    model = builder(
-        input_shape=input_shape,
-        n_labels=n_labels,
-        augment=augment,
-        output_activation=output_activation,
-        **dict(model_options),
-    )
-    fingerprint = hashlib.sha256(model.to_json().encode()).hexdigest()[:12]
-    keras.backend.clear_session(free_memory=False)
-    return fingerprint
+        source = inspect.getsource(fit_recipe)
+    except (OSError, TypeError):
+        raise ValueError(
+            f"the source of the fit recipe {getattr(fit_recipe, '__name__', fit_recipe)!r} cannot be read; "
+            "define it in a notebook cell or a module"
+        ) from None
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
 
 
 def experiment_hyperparams(
     config: TrainConfig,
     *,
-    model_name: str | None = None,
-    image_shape=(64, 64),
-    n_labels: int = 3,
+    model: keras.Model,
     black_images: str = "removed",
-    input_channels: int = 1,
     profile: Profile | str | None = None,
+    fit_recipe=None,
+    subset_fraction: float = 1.0,
 ) -> dict:
-    """The hyperparameters that identify a run in the registry (with the model name, data and seed).
-
-    With ``model_name``, the architecture's fingerprint (:func:`architecture_fingerprint`)
-    is part of them, as in :func:`run_experiment`.
-    """
+    """The hyperparameters that identify a run in the registry (with the model name, data and seed)."""
     hyperparams = {
         **config.as_hyperparams(),
         **split_hyperparams(black_images, profile),
-        "input_channels": input_channels,
+        "input_channels": int(model.input_shape[-1]),
+        "architecture": architecture_fingerprint(model),
+        "fit_recipe": recipe_fingerprint(fit_recipe) if fit_recipe is not None else "engine",
     }
-    if model_name is not None:
-        hyperparams["architecture"] = architecture_fingerprint(
-            model_name, config, (*image_shape, input_channels), n_labels
-        )
+    if subset_fraction != 1.0:
+        hyperparams["train_fraction"] = subset_fraction
     return hyperparams
+
+
+def engine_callbacks(config: TrainConfig, workdir: Path, watched=()) -> list[keras.callbacks.Callback]:
+    """The engine's share of :func:`make_callbacks` (logs, backup and resume), for a notebook's recipe.
+
+    The recipe brings its own early stopping, checkpoint and learning-rate callbacks; ``watched``
+    are those, whose state the backup keeps so that a resumed run continues where it stopped.
+    """
+    recipe_kinds = (keras.callbacks.EarlyStopping, keras.callbacks.ModelCheckpoint, keras.callbacks.ReduceLROnPlateau)
+    return [callback for callback in make_callbacks(config, workdir) if not isinstance(callback, recipe_kinds)]
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """What a notebook's own compile-and-fit recipe gets from the engine besides the data.
+
+    ``directory`` is the run's working folder (checkpoints go there); ``callbacks(watched)``
+    are the engine's own callbacks — CSV log, TensorBoard, and the backup that lets an
+    interrupted run resume, with the state of the ``watched`` callbacks — to append to the
+    recipe's own.
+    """
+
+    directory: Path
+    config: TrainConfig
+
+    def callbacks(self, watched=()) -> list[keras.callbacks.Callback]:
+        return engine_callbacks(self.config, self.directory, watched)
+
+
+def _fit_with_recipe(fit_recipe, model, train_split, val_split, config: TrainConfig, workdir: Path, *, seed: int) -> dict:
+    """Run a notebook's compile-and-fit function the way :func:`fit` runs the engine's own."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / BACKUP_DIR).exists():
+        (workdir / HISTORY_FILE).unlink(missing_ok=True)
+    train_data = make_dataset(train_split.images, train_split.labels, config.batch_size, shuffle=True, seed=seed)
+    val_data = make_dataset(val_split.images, val_split.labels, config.batch_size, shuffle=False)
+    started = time.perf_counter()
+    fit_recipe(model, train_data, val_data, RunFolder(workdir, config))
+    wall_time_s = time.perf_counter() - started
+    model.save_weights(str(workdir / WEIGHTS_FILE))
+    history = _read_history(workdir / HISTORY_FILE)
+    return {
+        "history": history,
+        "epochs_run": len(next(iter(history.values()), [])),
+        "wall_time_s": wall_time_s,
+        "params": model.count_params(),
+    }
 
 
 def run_experiment(
     registry,
     data,
     *,
-    model_name: str,
+    build,
+    family: str,
     config: TrainConfig,
     seed: int,
+    description: str = "",
     black_images: str = "removed",
     oracle: Mapping[str, np.ndarray] | None = None,
     force: bool = False,
-    input_channels: int = 1,
+    input_channels: int | None = None,
     profile: Profile | str | None = None,
-    description: str | None = None,
+    fit_recipe=None,
+    train_fraction: float = 1.0,
     verbose: int | None = None,
 ) -> RunRecord:
-    """Train (or reuse) one network of :data:`contest_study.models.MODELS` and return its registry record.
+    """Train (or reuse) the network ``build(input_shape, n_labels)`` makes; return its registry record.
 
-    - ``data``: a ``contest_study.data.ContestData``.
+    - ``build``: a function of ``(input_shape, n_labels)`` returning an uncompiled
+      ``keras.Model`` named as the run, whose output layer is named ``"labels"``.
     - ``black_images``: ``"removed"`` trains without the totally black images but one
       (their labels are random coins) and early-stops on the validation images that
       are not black; ``"kept"`` trains and early-stops on all of them. Validation and
-      holdout are scored whole and without black images either way.
-    - ``oracle``: ``{"val": probs, "holdout": probs}`` aligned with ``data.val.ids`` and
-      ``data.holdout.ids`` (``synthetic.load_oracle``), or None for real contest data.
-    - ``input_channels``: 1, or 3 to feed grayscale replicated to three channels.
-    - ``profile``: its image caps subsample train, val and holdout (seeded); the
-      epoch cap comes from ``config`` (see :func:`config_for_profile`). The test
-      split is never subsampled: its scores go to the submission.
+      hold-out are scored whole and without black images either way.
+    - ``input_channels``: None feeds the data's channels; 3 replicates grayscale.
+    - ``fit_recipe``: a notebook's own ``fit(model, train_data, val_data, run)``
+      (compile, callbacks, ``model.fit``); None uses :func:`fit`. Its source is in the key.
+    - ``train_fraction``: train on a seeded fraction of the training images (label budgets).
+    - ``profile``: its image caps subsample train, val and hold-out (seeded).
     - ``force``: retrain even when the registry holds the run.
 
-    The splits and the scores are built by :mod:`contest_study.evaluation`, as for the
-    classical baselines, so every record compares like with like. The record holds the
-    metrics of val and holdout (``metrics.evaluate_run``),
-    ``epochs_run``, ``wall_time_s`` (build, training and prediction of every split),
-    ``params`` and ``history``; beside it are ``predictions.npz`` (val/holdout ids,
-    true labels, scores, black-image flags; test ids and scores),
-    ``best.weights.h5``, ``history.csv`` and ``tensorboard/``.
+    The record holds the scores of val and hold-out, the epochs and why training
+    stopped, the wall time and the history; beside it are ``predictions.npz``,
+    ``best.weights.h5``, ``history.csv``, ``tensorboard/`` and ``model.json``, the
+    network's Keras config, from which :func:`model_from_record` rebuilds it.
     """
-    spec = get_model_spec(model_name)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if input_channels not in INPUT_CHANNEL_OPTIONS:
+    if not 0 < train_fraction <= 1:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
+    channels = data.channels if input_channels is None else input_channels
+    if channels not in INPUT_CHANNEL_OPTIONS:
         raise ValueError(f"input_channels must be 1 or 3, got {input_channels!r}")
-    if data.channels not in (1, input_channels):
-        raise ValueError(f"input_channels={input_channels} cannot be fed from data with {data.channels} channels")
+    if data.channels not in (1, channels):
+        raise ValueError(
+            f"input_channels={channels} cannot be fed from data with {data.channels} channels "
+            "(keep_channels loads every image with 3)"
+        )
     profile = resolve_profile(profile)
+    image_shape = (*data.train.images.shape[1:3], channels)
+    model = build_for_run(
+        build, image_shape, len(data.label_names), seed=seed, output_activation=config.output_activation
+    )
     hyperparams = experiment_hyperparams(
-        config,
-        model_name=model_name,
-        image_shape=data.train.images.shape[1:3],
-        n_labels=len(data.label_names),
-        black_images=black_images,
-        input_channels=input_channels,
-        profile=profile,
+        config, model=model, black_images=black_images, profile=profile, fit_recipe=fit_recipe,
+        subset_fraction=train_fraction,
     )
     splits = prepare_splits(data, black_images=black_images, profile=profile, seed=seed, oracle=oracle)
 
     def run(workdir: Path) -> dict:
+        nonlocal model
         train, val, holdout = (
-            replace(split, images=_with_channels(split.images, input_channels))
+            replace(split, images=_with_channels(split.images, channels))
             for split in (splits.train, splits.val, splits.holdout)
         )
+        if train_fraction < 1:
+            train = subsample(train, max(1, round(train_fraction * len(train))), seed=seed)
         # The callbacks watch the validation images of the kind the network trains on: with
         # black images removed, the loss on the validation's black third only measures the
         # arbitrary score the network gives an input it never learnt, and would swing early
         # stopping, checkpointing and the learning rate by itself.
         monitored = drop_black_images(val, keep=0) if black_images == "removed" else val
         if os.environ.get(TERMINAL_PROGRESS_ENV) == "1":
-            print(f"  training {model_name} on {len(train)} images ({workdir.name})", file=sys.__stderr__, flush=True)
+            print(f"  training {model.name} on {len(train)} images ({workdir.name})", file=sys.__stderr__, flush=True)
         started = time.perf_counter()
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(seed)
-        model = spec.builder(
-            input_shape=train.images.shape[1:],
-            n_labels=len(splits.label_names),
-            augment=config.augment,
-            output_activation=config.output_activation,
-            **dict(config.model_options),
+        # A model built before this call may have trained already (a forced rerun): start afresh.
+        model = build_for_run(
+            build, image_shape, len(data.label_names), seed=seed, output_activation=config.output_activation
         )
-        outcome = fit(model, train, monitored, config, workdir, seed=seed, verbose=verbose)
+        (Path(workdir) / MODEL_FILE).write_text(model.to_json(), encoding="utf-8")
+        if fit_recipe is None:
+            outcome = fit(model, train, monitored, config, workdir, seed=seed, verbose=verbose)
+        else:
+            outcome = _fit_with_recipe(fit_recipe, model, train, monitored, config, workdir, seed=seed)
         val_score, holdout_score, test_score = _predict_splits(
-            model, [val, holdout, splits.test], input_channels, config.batch_size
+            model, [val, holdout, splits.test], channels, config.batch_size
         )
         wall_time_s = time.perf_counter() - started
         scores = score_and_save(
             workdir, splits, val_score=val_score, holdout_score=holdout_score, test_score=test_score
         )
         return {
-            "description": description or spec.description,
+            "description": description,
             "profile": profile.name if profile else None,
             "label_names": splits.label_names,
             "black_images": black_images,
-            "input_channels": input_channels,
+            "input_channels": channels,
             "n_train_images": len(train),
             "n_monitored_val_images": len(monitored),
             "params": outcome["params"],
             "epochs_run": outcome["epochs_run"],
             "wall_time_s": wall_time_s,
             "history": outcome["history"],
+            **{name: value for name, value in outcome.items() if name not in ("history", "epochs_run", "wall_time_s", "params")},
             **scores,
         }
 
     return registry.fetch_or_run(
-        model=model_name,
-        family=spec.family,
+        model=model.name,
+        family=family,
         hyperparams=hyperparams,
         data_fingerprint=data.fingerprint,
         seed=seed,
         run_fn=run,
         force=force,
     )
+
+
+def model_from_record(record: RunRecord, *, weights: bool = False) -> keras.Model:
+    """The network of a registry run, rebuilt from its saved Keras config (and best weights)."""
+    path = record.path / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: run {record.key} has no saved architecture (trained before model.json was kept)")
+    model = keras.models.model_from_json(path.read_text(encoding="utf-8"))
+    if weights:
+        model.load_weights(str(record.weights_path))
+    return model
+
+
+def builder_from_record(record: RunRecord):
+    """A builder ``(input_shape, n_labels) -> keras.Model`` of the architecture of a registry run.
+
+    The saved config fixes the input shape and the number of labels; asking for others is an error.
+    """
+    def build(input_shape, n_labels):
+        model = model_from_record(record)
+        if tuple(model.input_shape[1:]) != tuple(input_shape) or model.output_shape[-1] != n_labels:
+            raise ValueError(
+                f"run {record.key} ({record.model}) takes {model.input_shape[1:]} -> {model.output_shape[-1]} labels, "
+                f"asked for {tuple(input_shape)} -> {n_labels}"
+            )
+        return model
+
+    build.__name__ = f"build_{record.model}"
+    return build
