@@ -11,8 +11,9 @@ DATA ?=
 NAME ?= ISTRATI_LUCIAN
 OUT ?= dist
 
-# WeasyPrint lays the technical report out as a PDF through the Pango system library.
-PANGO_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0
+# WeasyPrint lays the technical report out as a PDF through the Pango system library,
+# and embeds font subsets through HarfBuzz's subsetting library.
+PANGO_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0
 
 .PHONY: submission test install lock pango data benchmark benchmark-pipeline clean
 

@@ -2,10 +2,10 @@
 
     python scripts/export_submission.py [--profile smoke|default|full] [--data-dir DIR]
         [--name FAMILY_FIRST] [--out DIR] [--notebooks 01 03_name ...] [--force-retrain]
-        [--skip-execution]
+        [--jobs N] [--skip-execution]
 
 Writes ``OUT/NAME.zip`` (code folder, README, report), the test-set predictions of
-the best run (``OUT/NAME_test_probabilities.csv`` and ``OUT/NAME_test_labels.csv``),
+the final model (``OUT/NAME_test_probabilities.csv`` and ``OUT/NAME_test_labels.csv``),
 the technical report (``build/report/report.html`` and ``report.pdf`` under the work
 folder), the executed notebooks (``build/notebooks/``) and the figures (``figures/``),
 and prints where each one is. Relative paths are taken from the current directory.
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from contest_study.config import PROFILE_NAMES, SUBMISSION_NAME, default_workdir, repository_root
 from contest_study.export import (
+    PARALLEL_NOTEBOOKS,
     SUBMISSION_NAME_RULE,
     ExportError,
     ProjectLayout,
@@ -35,6 +36,12 @@ def _submission_name(text: str) -> str:
     except ExportError:
         # argparse itself prefixes the message with "argument --name:".
         raise argparse.ArgumentTypeError(f"{text!r}: {SUBMISSION_NAME_RULE}") from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of notebooks, at least 1")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,17 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NOTEBOOK",
         help="run only these notebooks, by number (3, 03) or name (03_cnn); for development",
     )
-    parser.add_argument("--seed", type=int, default=42, help="seed passed to the notebooks (STUDY_SEED)")
+    parser.add_argument("--seed", type=int, default=42, help="seed set in the notebooks' parameters cell")
     parser.add_argument(
         "--force-retrain",
         action="store_true",
-        help="retrain instead of reusing finished runs of the results registry (STUDY_FORCE_RETRAIN=1)",
+        help="re-execute every notebook and retrain instead of reusing finished runs of the results registry",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=_positive,
+        default=PARALLEL_NOTEBOOKS,
+        help=f"notebooks executed at once, each with its share of the cores (default {PARALLEL_NOTEBOOKS})",
     )
     parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
-        help="folder receiving data, cache, registry, figures and build/ (default: STUDY_WORKDIR or the repository)",
+        help="folder receiving data, cache, registry, figures and build/ (default: the repository)",
     )
     parser.add_argument(
         "--skip-execution",
@@ -105,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             notebooks=args.notebooks,
             force_retrain=args.force_retrain,
             skip_execution=args.skip_execution,
+            parallel=args.jobs,
         )
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)

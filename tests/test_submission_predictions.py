@@ -11,11 +11,14 @@ from contest_study.data import load_contest
 from contest_study.registry import Registry, save_predictions
 from contest_study.submission_predictions import (
     PredictionsError,
+    FROM_BEST_RUN,
+    FROM_FINAL_MODEL,
     best_run_with_test_scores,
     contest_id_column,
     export_test_predictions,
     runs_of_this_study,
     stale_outputs,
+    submission_run,
     write_test_predictions,
 )
 
@@ -29,7 +32,7 @@ def _metrics(val_map: float) -> dict:
 
 
 def add_run(registry: Registry, model: str, val_map: float, *, test_ids=TEST_IDS, test_score=None,
-            thresholds=None, fingerprint="data-A", profile="smoke", seed=0, label_names=LABELS):
+            thresholds=None, fingerprint="data-A", profile="smoke", seed=0, label_names=LABELS, family="cnn"):
     """A finished registry run with the given validation mAP and test scores (None: no test scores)."""
     rng = np.random.default_rng(abs(hash(model)) % 2**32)
 
@@ -45,7 +48,7 @@ def add_run(registry: Registry, model: str, val_map: float, *, test_ids=TEST_IDS
             "profile": profile,
         }
 
-    return registry.fetch_or_run(model=model, family="cnn", hyperparams={"n": int(rng.integers(1 << 30))},
+    return registry.fetch_or_run(model=model, family=family, hyperparams={"n": int(rng.integers(1 << 30))},
                                  data_fingerprint=fingerprint, seed=seed, run_fn=run)
 
 
@@ -66,6 +69,15 @@ def test_best_run_is_the_highest_validation_map_among_runs_with_test_scores(regi
     best = add_run(registry, "best", 0.80, test_score=scores)
     add_run(registry, "worse", 0.60, test_score=scores)
     assert best_run_with_test_scores(registry.records()).key == best.key
+
+
+def test_the_final_model_is_submitted_when_the_study_has_one(registry):
+    scores = np.full((4, 3), 0.5)
+    best = add_run(registry, "best_cnn", 0.90, test_score=scores)
+    add_run(registry, "final_without_test", 0.95, test_score=None, family="final")
+    assert submission_run(registry.records()) == (best, FROM_BEST_RUN)
+    final = add_run(registry, "final_cnn", 0.85, test_score=scores, family="final")
+    assert submission_run(registry.records()) == (final, FROM_FINAL_MODEL)
 
 
 def test_csvs_have_the_contest_shape_and_apply_the_tuned_thresholds(registry, tmp_path):
@@ -89,7 +101,8 @@ def test_csvs_have_the_contest_shape_and_apply_the_tuned_thresholds(registry, tm
         ["1", "0", "1"],
         ["0", "1", "0"],
     ]
-    assert written.n_images == 4 and written.describe().startswith("4 test images, from run cnn-")
+    assert written.n_images == 4 and written.describe().startswith("4 test images, from the run with the best")
+    assert f"run {record.key}" in written.describe()
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == [
         "DOE_JANE_test_labels.csv", "DOE_JANE_test_probabilities.csv"]  # no temporary file left
     assert stale_outputs(tmp_path / "dist", "DOE_JANE") == [written.probabilities_csv, written.labels_csv]

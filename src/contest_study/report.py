@@ -1,29 +1,8 @@
 """The technical report: the executed notebooks' prose, tables and figures as one HTML and one PDF.
 
-The notebooks are the study's write-up: their Markdown cells explain every approach,
-and their outputs (tables, figures, sentences built from the results registry) carry
-the numbers. The report puts them together, in notebook order 01..NN:
-
-- each executed notebook (``build/notebooks/NN_name.ipynb``) is converted by
-  nbconvert's ``HTMLExporter`` (basic template) with the code hidden
-  (``exclude_input``): prose, tables, figures and short printed facts remain;
-  training logs (Keras' epoch lines, anything on stderr) are left out
-  (:func:`report_notebook`);
-- the sections are assembled into one self-contained HTML page (figures inlined
-  as data URIs) behind a title page and a table of contents
-  (:func:`assemble_html`);
-- WeasyPrint lays the same page out as an A4 PDF (:func:`write_pdf`); it needs the
-  Pango system library, which ``make install`` installs from Debian.
-
-Only notebooks executed in *this* run's setting go in: the export records the
-profile, data folder and seed in each executed copy's metadata
-(:data:`contest_study.export.RUN_METADATA_KEY`), and a copy made in another setting,
-or a notebook never executed, is listed as missing (in the report and in the
-returned :class:`ReportResult`) instead of being mixed in.
-
-Both files are written atomically. :func:`prose_words` counts the words of prose
-(outside tables, printed output and the title pages) of the HTML, and
-:func:`pdf_prose_words` the same in the PDF's text (``pypdf``, a test dependency).
+nbconvert turns each executed notebook of this run (code hidden, training logs dropped, HTML from
+the data sanitized) into a section; WeasyPrint lays the page out as an A4 PDF and may fetch nothing
+outside the report's folder. :func:`prose_words` counts the words of prose, tables excluded.
 """
 
 from __future__ import annotations
@@ -38,10 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import nbformat
 
-from contest_study.export import RUN_METADATA_KEY, atomic_output, format_duration, write_text_atomic
+from contest_study.files import atomic_output, write_text_atomic
+
+# The notebook-metadata key under which the export records the run that made an executed copy
+# (profile, data folder, seed, ...): the report never mixes notebooks of two runs.
+RUN_METADATA_KEY = "contest_study_run"
 
 REPORT_TITLE = "Multi-label classification of 64×64 grayscale images"
 REPORT_SUBTITLE = "Technical report"
@@ -117,15 +102,35 @@ def _keep_stream_text(text: str) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if not _LOG_LINE.match(line))
 
 
+# Markup the outputs may use: tables and text formatting. Anything else (an <img> or a <script> in
+# a label name, say) is shown as text, since outputs carry strings from the data.
+OUTPUT_TAGS = [
+    "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption", "colgroup", "col", "style",
+    "p", "br", "hr", "div", "span", "b", "strong", "i", "em", "code", "pre", "sub", "sup",
+    "ul", "ol", "li", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6",
+]
+OUTPUT_ATTRIBUTES = {"*": ["class", "colspan", "rowspan", "align", "style"], "table": ["border"]}
+
+
+def _sanitizer():
+    from nbconvert.preprocessors.sanitize import SanitizeHTML
+
+    # Figures (PNG/JPEG) and plain text are safe as they are; HTML and Markdown are cleaned;
+    # every other kind of output (SVG, JavaScript, widgets) is dropped.
+    return SanitizeHTML(tags=OUTPUT_TAGS, attributes=OUTPUT_ATTRIBUTES)
+
+
 def report_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of ``notebook`` with only what belongs in a report among its outputs.
+    """A copy of ``notebook`` with only what belongs in a report among its outputs, made safe.
 
     stderr (warnings, progress lines) and Keras' epoch lines on stdout are training
     logs, and a bare object repr (``PosixPath(...)``, ``<Figure ...>``) is what a
     cell happened to return; the rest (tables, figures, Markdown sentences, short
-    printed facts) stays.
+    printed facts) stays, its HTML and Markdown cleaned of any markup but
+    :data:`OUTPUT_TAGS` (which shows as text instead).
     """
     notebook = copy.deepcopy(notebook)
+    sanitizer = _sanitizer()
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
@@ -142,7 +147,7 @@ def report_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
                 if set(data) == {"text/plain"} and _BARE_REPR.match(data["text/plain"]):
                     continue
             kept.append(output)
-        cell["outputs"] = kept
+        cell["outputs"] = sanitizer.sanitize_code_outputs(kept)
     return notebook
 
 
@@ -298,19 +303,43 @@ def assemble_html(
 
 PANGO_HINT = (
     "WeasyPrint needs the Pango system library: `make install` installs it on Debian "
-    "(as root: apt-get install -y libpango-1.0-0 libpangoft2-1.0-0)"
+    "(as root: apt-get install -y libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0)"
 )
 
 
 def write_pdf(html: str, pdf_path: Path, *, base_url: Path | None = None) -> Path:
-    """Lay ``html`` out as a PDF with WeasyPrint, atomically; :class:`ReportError` if it cannot."""
+    """Lay ``html`` out as a PDF with WeasyPrint, atomically; :class:`ReportError` if it cannot.
+
+    WeasyPrint reads only ``data:`` URLs and files under ``base_url`` (the report's folder):
+    a URL anywhere else, e.g. in a label name that slipped through, is refused, not fetched.
+    """
     try:
         import weasyprint
+        from weasyprint.urls import URLFetcher
     except (ImportError, OSError) as error:  # OSError: cffi could not load Pango
         raise ReportError(f"no PDF: WeasyPrint cannot start ({error}); {PANGO_HINT}") from error
+    folder = Path(base_url or pdf_path.parent).resolve()
+
+    class BuildFolderFetcher(URLFetcher):
+        def fetch(self, url, headers=None):
+            if not url_inside(url, folder):
+                raise ValueError(f"the report may only read files under {folder}, not {url}")
+            return super().fetch(url, headers)
+
     with atomic_output(pdf_path) as tmp:
-        weasyprint.HTML(string=html, base_url=str(base_url or pdf_path.parent)).write_pdf(tmp)
+        weasyprint.HTML(string=html, base_url=str(folder), url_fetcher=BuildFolderFetcher()).write_pdf(tmp)
     return pdf_path
+
+
+def url_inside(url: str, folder: Path) -> bool:
+    """Whether the report may read ``url``: a ``data:`` URL, or a ``file:`` URL of a file under ``folder``."""
+    scheme, _, rest = url.partition(":")
+    if scheme.lower() == "data":
+        return True
+    if scheme.lower() != "file":
+        return False
+    path = Path(url2pathname(urlsplit(url).path)).resolve()
+    return path.is_relative_to(folder)
 
 
 # --------------------------------------------------------------------------- words
@@ -451,7 +480,7 @@ def build_report(
         except ReportError as error:
             result.pdf_error = str(error)
         else:
-            say(f"report: PDF written in {format_duration(time.monotonic() - pdf_started)}")
+            say(f"report: PDF written in {time.monotonic() - pdf_started:.1f} s")
     if result.pdf is None:
         pdf_path.unlink(missing_ok=True)  # a PDF of an earlier run would contradict the new HTML
     result.seconds = time.monotonic() - started

@@ -1,20 +1,9 @@
-"""The test-set predictions of the submission: two CSVs in the contest's shape, from the best run.
+"""The test-set predictions of the submission: two CSVs in the contest's shape.
 
-The best run is the one with the highest validation mAP among the registry runs of
-this study (same data, profile and seed: :func:`runs_of_this_study`) that scored
-the test images (``test_ids`` and ``test_score`` in their ``predictions.npz``, see
-``evaluation.score_and_save``). The hold-out never takes part in the choice.
-
-Two files, each ``<id column>,<label 1>,...`` with one row per test image, in the
-order of the data's test split and the data's label columns:
-
-- ``<name>_test_probabilities.csv``: the predicted probability of every label;
-- ``<name>_test_labels.csv``: 0/1 decisions, ``probability >= threshold`` with the
-  per-label threshold tuned on validation (``metrics.binarize``, the rule every
-  F1 of the study uses).
-
-Both are written atomically. :class:`PredictionsError` names what is missing when
-no run can give them (no test split, no run with test scores, a damaged record).
+They come from the study's final model (the registry run of family ``final`` that notebook 05
+trains with the chosen configuration) or, without one, from the run of this study with the best
+validation mAP; the hold-out never takes part. ``<name>_test_probabilities.csv`` holds each label's
+probability, ``<name>_test_labels.csv`` the 0/1 decisions at the thresholds tuned on validation.
 """
 
 from __future__ import annotations
@@ -27,10 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from contest_study.files import atomic_output
 from contest_study.metrics import binarize
 from contest_study.registry import Registry, RunRecord
 
 DEFAULT_ID_COLUMN = "image_id"
+# The registry family of the study's final model (the chosen configuration, retrained by notebook 05).
+FINAL_FAMILY = "final"
+FROM_FINAL_MODEL = "the study's final model"
+FROM_BEST_RUN = "the run with the best validation mAP (no final model in the registry: notebook 05 trains it)"
 PROBABILITIES_SUFFIX = "_test_probabilities.csv"
 LABELS_SUFFIX = "_test_labels.csv"
 # Probabilities are written with this many decimals: more than any ranking metric can tell apart.
@@ -49,10 +43,13 @@ class TestPredictions:
     probabilities_csv: Path
     labels_csv: Path
     n_images: int
+    source: str = FROM_BEST_RUN  # why this run: FROM_FINAL_MODEL or FROM_BEST_RUN
 
     def describe(self) -> str:
         val_map = _val_map(self.record)
-        return f"{self.n_images} test images, from run {self.record.key} (validation mAP {val_map:.3f})"
+        return (
+            f"{self.n_images} test images, from {self.source}: run {self.record.key} (validation mAP {val_map:.3f})"
+        )
 
 
 # ----------------------------------------------------------------------------- which runs
@@ -108,6 +105,15 @@ def best_run_with_test_scores(records: Sequence[RunRecord]) -> RunRecord:
         )
     # max() keeps the first of equal scores: records come in key order, so the choice is stable.
     return max(scored, key=_val_map)
+
+
+def submission_run(records: Sequence[RunRecord]) -> tuple[RunRecord, str]:
+    """The run whose test scores are submitted, and why: the final model when the study has one
+    that scored the test images (the best of them if several), else :func:`best_run_with_test_scores`."""
+    finals = [record for record in records if record.family == FINAL_FAMILY and _has_test_scores(record)]
+    if finals:
+        return max(finals, key=_val_map), FROM_FINAL_MODEL
+    return best_run_with_test_scores(records), FROM_BEST_RUN
 
 
 # ----------------------------------------------------------------------------- the CSVs
@@ -176,8 +182,6 @@ def stale_outputs(out_dir: Path, name: str) -> list[Path]:
 
 
 def _write_csv(path: Path, header: Sequence[str], ids: np.ndarray, values: np.ndarray, number_format: str) -> None:
-    from contest_study.export import atomic_output  # the one atomic-write helper of the package
-
     with atomic_output(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -193,6 +197,7 @@ def write_test_predictions(
     name: str,
     label_names: Sequence[str] | None = None,
     id_column: str = DEFAULT_ID_COLUMN,
+    source: str = FROM_BEST_RUN,
 ) -> TestPredictions:
     """Write the probabilities and the thresholded labels of ``record`` as two CSVs in ``out_dir``."""
     ids, scores, labels = prediction_frames(record, label_names)
@@ -200,7 +205,9 @@ def write_test_predictions(
     probabilities_csv, labels_csv = output_paths(out_dir, name)
     _write_csv(probabilities_csv, header, ids, scores, f".{PROBABILITY_DECIMALS}f")
     _write_csv(labels_csv, header, ids, labels, "d")
-    return TestPredictions(record=record, probabilities_csv=probabilities_csv, labels_csv=labels_csv, n_images=len(ids))
+    return TestPredictions(
+        record=record, probabilities_csv=probabilities_csv, labels_csv=labels_csv, n_images=len(ids), source=source
+    )
 
 
 def export_test_predictions(
@@ -213,7 +220,7 @@ def export_test_predictions(
     profile: str,
     seed: int,
 ) -> TestPredictions:
-    """The export's step: load the data's fingerprint, pick the best run of this study, write its CSVs."""
+    """The export's step: load the data's fingerprint, pick this study's run (:func:`submission_run`), write its CSVs."""
     from contest_study.data import DataError, load_contest
 
     try:
@@ -225,7 +232,7 @@ def export_test_predictions(
     runs, _ = runs_of_this_study(
         Registry(registry_dir).records(), data_fingerprint=data.fingerprint, profile=profile, seed=seed
     )
-    record = best_run_with_test_scores(runs)
+    record, source = submission_run(runs)
     expected = set(data.test.ids.astype(str).tolist())
     scored = set(np.asarray(record.predictions()["test_ids"]).astype(str).tolist())
     if scored != expected:
@@ -234,5 +241,5 @@ def export_test_predictions(
             f"({len(expected - scored)} of them unscored): retrain it (--force-retrain)"
         )
     return write_test_predictions(
-        record, out_dir, name=name, label_names=data.label_names, id_column=contest_id_column(data_dir)
+        record, out_dir, name=name, label_names=data.label_names, id_column=contest_id_column(data_dir), source=source
     )
