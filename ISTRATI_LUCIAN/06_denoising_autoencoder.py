@@ -3,54 +3,65 @@
 #
 # An autoencoder squeezes an image through a narrow *bottleneck* and rebuilds
 # it from there. Trained to rebuild the **clean** image from a **noisy** copy,
-# it has to learn what the images are made of (strokes, outlines, textured
-# patches, a smooth background) and to drop what they are not (the noise).
-# No label is needed, so it learns from every image we have, the unlabelled
-# test images included; black images are left out, there is nothing in them
-# to rebuild. Notebook `07_transfer_learning` reuses its encoder as a
-# pretrained backbone for the 3-label classifier.
+# it has to learn what the images are made of and to drop what they are not
+# (the noise). It reads no label, so it learns from every image of the
+# contest folder: training, validation, hold-out and the unlabelled test
+# images. Totally black images are left out: every pixel is 0, so they carry
+# nothing to rebuild or to learn from. Notebook `07_transfer_learning` reuses
+# the trained encoder as a pretrained backbone for the 3-label classifier.
 #
 # - **Noise**: drawn from a normal distribution of mean 0.1 and variance 0.3
 #   (standard deviation √0.3 ≈ 0.55), added to the images in [0, 1] and
 #   clipped back to [0, 1]; each image gets one seeded draw.
-# - **Network**: stride-2 convolutions halve the image three times, a last
+# - **Network**: stride-2 convolutions halve the image three times, a linear
 #   convolution reduces it to a few channels (the bottleneck), and stride-2
-#   transposed convolutions grow it back to 64×64 with a sigmoid output.
-#   It is trained to minimise the mean squared error to the clean image, with
-#   early stopping on a seeded tenth of the unlabelled images.
+#   transposed convolutions grow it back with a sigmoid output.
 # - **Evaluation**: mean squared error (MSE) and peak signal-to-noise ratio
-#   (PSNR, in dB, higher is better) on the validation images, which the
-#   autoencoder never saw, against two references: doing nothing (the noisy
-#   input itself) and a Gaussian blur whose width is chosen on training images.
+#   (PSNR, in dB, higher is better) on a seeded tenth of the images that the
+#   network never trains on (they only watch early stopping), against two
+#   references: doing nothing (the noisy input itself) and a Gaussian blur
+#   whose width is chosen on training images.
 
 # %%
-# The shared package does the work; the notebook chooses what to run and explains it.
-import math
+# Setup. Locally (`make install`) the package is installed and this cell does nothing. On Kaggle or
+# Colab, upload the ISTRATI_LUCIAN/ folder of the submission zip (it holds the contest_study package):
+# the cell puts it on the path and installs keras-tuner, the one dependency those images lack.
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
+if importlib.util.find_spec("contest_study") is None:
+    uploaded = [*Path("/kaggle/input").glob("**/ISTRATI_LUCIAN"), Path("/content/ISTRATI_LUCIAN"), Path.cwd()]
+    folder = next((path for path in uploaded if (path / "contest_study").is_dir()), None)
+    if folder is None:
+        raise ModuleNotFoundError("contest_study: upload the ISTRATI_LUCIAN folder of the submission zip (README: Kaggle and Colab)")
+    sys.path.insert(0, str(folder))
+if importlib.util.find_spec("keras_tuner") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "keras-tuner"], check=True)
+
+# %% tags=["parameters"]
+# Parameters of this run. scripts/export_submission.py sets them (a cell injected below this one);
+# by hand, edit them here. data_dir None: the embedded dataset, generated on first use.
+profile = "default"  # "smoke" (tests, seconds), "default" (2-core CPU), "full" (GPU: the source's epoch counts)
+data_dir = None  # the contest folder, e.g. "/kaggle/input/<contest-dataset>"
+workdir = None  # registry, caches and figures; None: the repository root, or the current folder
+seed = 42
+
+# %%
+# Data, registry and profile of this run.
+import keras
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
+from keras import layers
 
 from contest_study import autoencoder, plots
-from contest_study.data import drop_black_images
 from contest_study.study import open_study
 
-# Data, registry, profile and oracle of this run, as set by scripts/export_submission.py.
-study = open_study()
-settings = autoencoder.settings_for(study.context.profile)
-print(f"profile: {study.context.profile.name}; training images: {len(study.data.train)}; "
-      f"test images: {len(study.data.test) if study.data.test is not None else 0}; validation: {len(study.data.val)}")
-
-# %% [markdown]
-# ## What this profile trains
-#
-# The autoencoder's settings depend on the profile: the `default` profile
-# trains on a seeded subsample of the unlabelled images for a few epochs, so
-# that this notebook and the next one run in a few minutes on a 2-core CPU.
-
-# %%
-# Every setting of this run, reductions included (max_images: cap on the unlabelled images; None = all).
-pd.Series(settings.as_hyperparams(), name=study.context.profile.name).to_frame()
+study = open_study(profile=profile, data_dir=data_dir, workdir=workdir, seed=seed)
+settings = study.context.profile
+print(f"profile {settings.name}: at most {settings.autoencoder_max_epochs} epochs, "
+      f"images capped at {settings.autoencoder_max_images} (None: all)")
 
 # %% [markdown]
 # ## The noise
@@ -61,93 +72,154 @@ pd.Series(settings.as_hyperparams(), name=study.context.profile.name).to_frame()
 
 # %%
 # Mean and variance of one million noise values, against the specified 0.1 and 0.3.
-noise = autoencoder.sample_noise(1_000_000, seed=study.context.seed)
-noise_check = pd.DataFrame(
+noise = autoencoder.sample_noise(1_000_000, seed=seed)
+pd.DataFrame(
     {"specified": [autoencoder.NOISE_MEAN, autoencoder.NOISE_VARIANCE], "measured": [noise.mean(), noise.var()]},
     index=["mean", "variance"],
-)
-noise_check.round(4)
+).round(4)
 
 # %% [markdown]
-# ## The bottleneck and its compression rate
+# ## The network
 #
-# The compression rate is the number of input values per value of the
-# bottleneck. It is read from the layer shapes of the network itself, not
-# written by hand.
+# The encoder halves the image three times with stride-2 3×3 convolutions
+# (a learnt downsampling, where pooling would throw positions away), then a
+# linear 3×3 convolution maps it to 4 channels: the code. The decoder mirrors
+# it with stride-2 transposed convolutions and ends in a sigmoid, because the
+# clean images live in [0, 1]. Encoder and decoder are nested models named
+# `encoder` and `decoder`, so that notebook 07 can lift the trained encoder out.
 
 # %%
-# Build the network once, untrained, and read the bottleneck's shape from its layers.
-input_shape = (*study.data.train.images.shape[1:3], 1)
-untrained = autoencoder.build_autoencoder(input_shape, **settings.architecture())
-code_shape = autoencoder.bottleneck_shape(untrained)
-rate = autoencoder.compression_rate(untrained)
-print(f"input {'x'.join(map(str, input_shape))} = {math.prod(input_shape)} values; "
-      f"bottleneck {'x'.join(map(str, code_shape))} = {math.prod(code_shape)} values; "
-      f"compression rate {rate:g} (at least 10 required)")
-untrained.get_layer("encoder").summary()
+def build_denoising_autoencoder(input_shape):
+    encoder = keras.Sequential([
+        keras.Input(shape=input_shape),
+        layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+        layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+        layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+        # The bottleneck: linear, so the code is not clipped at 0.
+        layers.Conv2D(4, 3, padding="same", name="bottleneck"),
+    ], name="encoder")
+    decoder = keras.Sequential([
+        keras.Input(shape=encoder.output_shape[1:]),
+        layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu"),
+        layers.Conv2DTranspose(16, 3, strides=2, padding="same", activation="relu"),
+        layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu"),
+        layers.Conv2D(input_shape[-1], 3, padding="same", activation="sigmoid", name="reconstruction"),
+    ], name="decoder")
+    noisy = keras.Input(shape=input_shape, name="noisy_image")
+    return keras.Model(noisy, decoder(encoder(noisy)), name="denoising_autoencoder")
+
+
+model = build_denoising_autoencoder(study.input_shape)
+model.get_layer("encoder").summary()
+model.get_layer("decoder").summary()
 
 # %% [markdown]
-# ## Training
+# The compression rate is the number of input values per value of the code,
+# read from the layer shapes of the network above (at least 10 required).
+
+# %%
+code_shape = model.get_layer("encoder").output_shape[1:]
+print(f"input {study.input_shape} = {np.prod(study.input_shape)} values; code {code_shape} = "
+      f"{np.prod(code_shape)} values; compression rate {autoencoder.compression_rate(model):g}")
+assert autoencoder.compression_rate(model) >= 10
+
+# %% [markdown]
+# ## Training, in plain view
 #
-# Keras prints one line per epoch; the run is stored in the results registry
-# (in its own folder, `runs/.autoencoder/`, since it has no average precision
-# to compare with the classifiers), so re-running this notebook reuses it.
+# Adam minimises the pixel MSE between the network's output for the noisy
+# image and the clean image. Early stopping watches the MSE on the held-out
+# tenth with the study's patience and restores the best epoch;
+# ReduceLROnPlateau halves the learning rate when that MSE stalls; the
+# checkpoint keeps the best weights on disk. The images and the noise are
+# prepared by `autoencoder.pretrain`, which stores the run in the results
+# registry (in `runs/.autoencoder/`: it has no average precision to compare
+# with the classifiers), so re-running this notebook reuses it.
 
 # %%
-# Train (or reuse) the autoencoder on the noisy training and test images.
-autoencoder_run = autoencoder.train_autoencoder(study)
-print(f"{autoencoder_run.data['description']}: {autoencoder_run.data['n_train_images']} training images, "
-      f"{autoencoder_run.data['n_monitor_images']} for early stopping, {autoencoder_run.data['epochs_run']} epochs, "
-      f"{autoencoder_run.data['wall_time_s']:.0f} s")
+recipe = {
+    "epochs": settings.autoencoder_max_epochs,
+    "batch_size": 64,
+    "learning_rate": 1e-3,
+    "patience": settings.early_stopping_patience,
+}
+
+
+def fit_denoiser(model, train_pairs, monitor_pairs, directory):
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe["patience"], restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                          patience=max(1, recipe["patience"] // 2), min_lr=1e-5),
+        keras.callbacks.ModelCheckpoint(str(directory / "best.weights.h5"), monitor="val_loss",
+                                        save_best_only=True, save_weights_only=True),
+    ]
+    model.compile(optimizer=keras.optimizers.Adam(recipe["learning_rate"]), loss="mse",
+                  metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
+    noisy, clean = train_pairs
+    return model.fit(noisy, clean, validation_data=monitor_pairs, epochs=recipe["epochs"],
+                     batch_size=recipe["batch_size"], callbacks=callbacks, verbose=2)
+
+
+autoencoder_run = autoencoder.pretrain(study, build_denoising_autoencoder, fit_denoiser, recipe=recipe,
+                                       max_images=settings.autoencoder_max_images)
 
 # %%
-# Reconstruction loss per epoch, on the training images and on the early-stopping images, saved to figures/.
+# Where the images came from: every split, labels unread; black images left out.
+images_used = pd.Series(autoencoder_run.data["images_per_split"], name="non-black images")
+print(images_used.to_string())
+print(f"black images left out: {autoencoder_run.data['n_black_dropped']}; trained on "
+      f"{autoencoder_run.data['n_train_images']}, early stopping on {autoencoder_run.data['n_monitor_images']}; "
+      f"{autoencoder_run.data['epochs_run']} epochs ({autoencoder_run.data['stopped_because']}, best epoch "
+      f"{autoencoder_run.data['best_epoch']}), {autoencoder_run.data['wall_time_s']:.0f} s")
+
+# %%
+# Reconstruction loss per epoch, on the training images and on the held-out tenth, saved to figures/.
 learning_curves = plots.learning_curves({"autoencoder": autoencoder_run.history})
 plots.save_figure(learning_curves, "06_denoising_learning_curves", study.context.figures_dir)
 
 # %% [markdown]
-# ## Reconstruction quality on the validation images
+# ## Reconstruction quality
 
 # %%
-# MSE (lower is better) and PSNR (higher is better) of the three ways of cleaning the validation images.
+# MSE (lower is better) and PSNR (higher is better) of the three ways of cleaning the held-out images.
 reconstruction = autoencoder.reconstruction_table(autoencoder_run)
 reconstruction.round(4)
 
+# %% [markdown]
+# A blur averages the noise away, but it also smears every edge and keeps
+# the brightness shift of the noise (its mean is 0.1, not 0). The autoencoder
+# can learn both what the images look like and that shift, but only as well
+# as its bottleneck allows. Which of the two wins here:
+
 # %%
-# The comparison in words, from the table above.
-noisy_row, filter_row, autoencoder_row = reconstruction.iloc[0], reconstruction.iloc[1], reconstruction.iloc[2]
-best = reconstruction["MSE"].idxmin()
-display(Markdown(
-    f"On {autoencoder_run.data['n_val_images']} validation images the autoencoder brings the MSE from "
-    f"{noisy_row['MSE']:.4f} (noisy input) to {autoencoder_row['MSE']:.4f}, a PSNR gain of "
-    f"{autoencoder_row['PSNR (dB)'] - noisy_row['PSNR (dB)']:+.1f} dB; the Gaussian filter reaches "
-    f"{filter_row['MSE']:.4f} ({filter_row['PSNR (dB)'] - noisy_row['PSNR (dB)']:+.1f} dB). "
-    f"The best of the three is **{best}**. A blur averages the noise away but also smears every edge and "
-    f"keeps the brightness shift of the noise (its mean is {autoencoder.NOISE_MEAN}, not 0); the autoencoder "
-    "can learn both what the shapes look like and that shift, but only as well as its bottleneck and its "
-    "training time allow."
-))
+noisy_mse, filter_mse, autoencoder_mse = reconstruction["MSE"].to_numpy()
+psnr_gain = reconstruction["PSNR (dB)"].iloc[2] - reconstruction["PSNR (dB)"].iloc[0]
+print(f"The autoencoder takes the MSE from {noisy_mse:.4f} (noisy input) to {autoencoder_mse:.4f} "
+      f"({psnr_gain:+.1f} dB PSNR); the Gaussian filter reaches {filter_mse:.4f}.")
+if autoencoder_mse < filter_mse:
+    print("The autoencoder restores the images better than the best Gaussian blur.")
+else:
+    print("The best Gaussian blur restores the images at least as well as the autoencoder: what the "
+          "bottleneck keeps is no more than a blur would; notebook 07 still tests whether it helps the labels.")
 
 # %% [markdown]
 # ## Before and after
 #
-# Top row: clean validation images; middle: the noisy input; bottom: the
+# Top row: clean held-out images; middle: the noisy input; bottom: the
 # autoencoder's output. The number under each image is its MSE to the clean
 # image.
 
 # %%
-# Clean, noisy and denoised validation images side by side, saved to figures/.
 examples = autoencoder.denoising_examples(autoencoder_run)
 before_after = plots.denoising_grid(examples["clean"], examples["noisy"], examples["denoised"], n=8,
                                     title="Denoising autoencoder")
 plots.save_figure(before_after, "06_denoising_before_after", study.context.figures_dir)
 
+# %% [markdown]
+# How strong is the noise next to the images themselves? The ratio of the
+# noise's standard deviation to that of the clean pixels says how much of
+# each image the network had to guess.
+
 # %%
-# How strong the noise is next to the images themselves: the ratio of the two standard deviations.
-clean_spread = float(np.std(drop_black_images(study.data.val, keep=0).images))
-display(Markdown(
-    f"The noise's standard deviation, {autoencoder.NOISE_STD:.3f}, is {autoencoder.NOISE_STD / clean_spread:.1f} "
-    f"times that of the clean validation pixels ({clean_spread:.3f}): the shapes that carry the labels are faint "
-    "in the noisy row, and whatever of them the denoised row shows is what the bottleneck kept. Notebook 07 "
-    "tests whether that is enough for the encoder to help the classifier."
-))
+clean_spread = float(np.std(examples["clean"]))
+print(f"noise standard deviation {autoencoder.NOISE_STD:.3f}, clean pixels {clean_spread:.3f}: "
+      f"ratio {autoencoder.NOISE_STD / clean_spread:.1f}")

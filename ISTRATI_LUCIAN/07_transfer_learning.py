@@ -2,176 +2,329 @@
 # # 07 — Transfer learning
 #
 # A network that starts from weights learnt on another task, instead of from
-# random numbers, may need fewer labelled images and fewer epochs: its first
-# layers already respond to edges, blobs and textures. This notebook tries two
+# random numbers, may need fewer labelled images: its first layers already
+# respond to the edges and textures of the images. This notebook tries two
 # sources of such weights.
 #
 # 1. **Self-supervised**: the encoder of the denoising autoencoder of
-#    `06_denoising_autoencoder`, trained on the unlabelled images, becomes the
-#    backbone of the 3-label classifier (encoder, then a dense layer of 64 units
-#    and three sigmoid outputs). It is trained in two stages: first the encoder
-#    is **frozen** and only the new head learns; then every layer is
-#    **fine-tuned** with a 10 times lower learning rate, so the pretrained
-#    filters are adjusted rather than overwritten. The reference is the same
-#    network trained from scratch on the same images for as many epochs as both
-#    stages together.
-# 2. **ImageNet**: MobileNetV2 from Keras Applications, fed the grayscale image
-#    resized to its input size and replicated to three channels, with the
-#    weights it learnt on ImageNet when they are on this machine. They cannot
-#    be downloaded here; when they are missing, the notebook says so and trains
-#    the same network from random initialisation instead, labelled as such.
+#    `06_denoising_autoencoder`, pretrained on every non-black image of the
+#    contest folder (the unlabelled test images included: it reads no label),
+#    becomes the backbone of the 3-label classifier. The question is where
+#    pretraining helps: the pretrained network and the same network from
+#    random initialisation are trained at several **label budgets** (a seeded
+#    5 %, 20 % and 100 % of the labelled training images in the `default`
+#    profile), with the same recipe and the same early stopping.
+# 2. **ImageNet**: MobileNetV2 from Keras Applications, fed the grayscale
+#    image resized to its input size and replicated to three channels, with
+#    the weights it learnt on ImageNet when they are on this machine or when
+#    this notebook is allowed to download them. Without them the same network
+#    is trained from random initialisation and named
+#    `mobilenetv2_random_init`: that run says nothing about transfer.
 #
 # Every run is a classifier of the results registry, trained by the study's
-# engine on the training images without black ones and scored like every
+# engine on the training images without the black ones and scored like every
 # other model: average precision per label on validation, hold-out beside it.
 
 # %%
-# The shared package does the work; the notebook chooses what to run and explains it.
-import math
+# Setup. Locally (`make install`) the package is installed and this cell does nothing. On Kaggle or
+# Colab, upload the ISTRATI_LUCIAN/ folder of the submission zip (it holds the contest_study package):
+# the cell puts it on the path and installs keras-tuner, the one dependency those images lack.
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
+if importlib.util.find_spec("contest_study") is None:
+    uploaded = [*Path("/kaggle/input").glob("**/ISTRATI_LUCIAN"), Path("/content/ISTRATI_LUCIAN"), Path.cwd()]
+    folder = next((path for path in uploaded if (path / "contest_study").is_dir()), None)
+    if folder is None:
+        raise ModuleNotFoundError("contest_study: upload the ISTRATI_LUCIAN folder of the submission zip (README: Kaggle and Colab)")
+    sys.path.insert(0, str(folder))
+if importlib.util.find_spec("keras_tuner") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "keras-tuner"], check=True)
+
+# %% tags=["parameters"]
+# Parameters of this run. scripts/export_submission.py sets them (a cell injected below this one);
+# by hand, edit them here. data_dir None: the embedded dataset, generated on first use.
+profile = "default"  # "smoke" (tests, seconds), "default" (2-core CPU), "full" (GPU: the source's epoch counts)
+data_dir = None  # the contest folder, e.g. "/kaggle/input/<contest-dataset>"
+workdir = None  # registry, caches and figures; None: the repository root, or the current folder
+seed = 42
+
+# %%
+# Online (Kaggle, Colab, a laptop), True downloads MobileNetV2's ImageNet weights into the Keras cache.
+# False: nothing is downloaded; weights already in the cache are used, otherwise the random-init fallback.
+download_imagenet_weights = False
+
+# %%
+# Data, registry and profile of this run.
+import keras
 import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
+import numpy as np
+import pandas as pd
+from keras import layers
 
 from contest_study import autoencoder, transfer
+from contest_study.data import black_mask
 from contest_study.study import open_study
 
-# Data, registry, profile and oracle of this run, as set by scripts/export_submission.py.
-study = open_study()
-settings = transfer.settings_for(study.context.profile)
-print(f"profile: {study.context.profile.name}; training images: {len(study.data.train)}; "
-      f"validation: {len(study.data.val)}; hold-out: {len(study.data.holdout)}")
+study = open_study(profile=profile, data_dir=data_dir, workdir=workdir, seed=seed)
+settings = study.context.profile
+n_labels = len(study.label_names)
+print(f"profile {settings.name}: label budgets {settings.label_budgets}")
 
 # %% [markdown]
-# ## What this profile trains
+# ## The pretrained encoder
 #
-# Epochs of each stage, learning rates, and the MobileNetV2 configuration.
-# MobileNetV2 is by far the slowest network of the study on a CPU, so the
-# `default` profile trains it on a seeded subsample of the training images
-# (`backbone_max_train_images`) for a few epochs, at its smallest ImageNet
-# configuration (width multiplier 0.35, 96×96 input); these are reductions
-# for time, not choices that make it better. The `smoke` profile, which only
-# checks that the code runs, resizes the images to 32×32 for MobileNetV2
-# (`backbone_input_size`, its smallest input) instead of 96×96: the same
-# network and code on a ninth of the pixels.
+# The autoencoder run of notebook 06 comes from the registry, with its
+# architecture and its best weights.
 
 # %%
-# Every setting of this run (epochs per stage; the from-scratch references get the sum of both stages).
-transfer.settings_table(settings)
+autoencoder_run = autoencoder.latest_run(study)
+print(f"{autoencoder_run.key}: {autoencoder_run.data['description']}, pretrained on "
+      f"{autoencoder_run.data['n_train_images']} images of {', '.join(autoencoder_run.data['images_per_split'])}")
 
 # %% [markdown]
-# ## Self-supervised transfer: the autoencoder's encoder
+# ## The classifier on top of the encoder
 #
-# The autoencoder run comes from the registry (the same call as in notebook
-# 06, so it is trained here only if 06 has not run).
+# The encoder's code keeps *where* things are (an 8×8 grid for a 64×64
+# image). The head asks whether each label's pattern is *anywhere*: a 3×3
+# convolution over the code, the maximum over all positions, dropout, and
+# one sigmoid output per label. The pretrained network and the one from
+# scratch are the same layers; only the encoder's starting weights differ.
+# The pretrained encoder is named after the autoencoder run it comes from,
+# so that a retrained autoencoder is never mistaken for this one in the
+# registry.
 
 # %%
-# The denoising autoencoder of notebook 06, reused from the registry.
-autoencoder_run = autoencoder.train_autoencoder(study)
-print(f"{autoencoder_run.key}: {autoencoder_run.data['description']}")
+def encoder_classifier(encoder, input_shape, n_labels, name):
+    inputs = keras.Input(shape=input_shape, name="image")
+    code = encoder(inputs)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(code)
+    x = layers.GlobalMaxPooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(n_labels, activation="sigmoid", name="labels")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_ae_encoder_pretrained(input_shape, n_labels):
+    pretrained_tag = autoencoder_run.key.rsplit("-", 1)[1]
+    encoder = autoencoder.load_encoder(autoencoder_run, name=f"pretrained_encoder_{pretrained_tag}")
+    return encoder_classifier(encoder, input_shape, n_labels, "ae_encoder_pretrained")
+
+
+def build_ae_encoder_scratch(input_shape, n_labels):
+    encoder = autoencoder.load_encoder(autoencoder_run, pretrained=False)
+    return encoder_classifier(encoder, input_shape, n_labels, "ae_encoder_scratch")
+
+
+build_ae_encoder_pretrained(study.input_shape, n_labels).summary()
+
+# %% [markdown]
+# ## Training one network in plain view
+#
+# The pretrained network on every labelled training image: binary
+# cross-entropy on the three sigmoid outputs (one yes/no question per
+# label), Adam, early stopping on the validation loss with the profile's
+# patience (best epoch restored), ReduceLROnPlateau halving the learning
+# rate when that loss stalls, and a checkpoint of the best weights. The
+# engine hands the recipe the data (training images without the black ones;
+# early stopping watches the non-black validation images) and its own
+# logging and resume callbacks. Every other run of this notebook goes
+# through the engine with these same settings.
 
 # %%
-# The frozen/fine-tuned switch: how many weights the optimiser may change in each stage.
-encoder = autoencoder.load_autoencoder(autoencoder_run).get_layer("encoder")
-classifier = transfer.build_encoder_classifier(encoder, len(study.label_names), hidden_units=settings.hidden_units,
-                                               dropout=settings.dropout)
-trainable = {}
-for stage, flag in (("frozen", False), ("fine-tuned", True)):
-    transfer.set_backbone_trainable(classifier, flag)
-    trainable[stage] = sum(math.prod(weight.shape) for weight in classifier.trainable_weights)
-print(f"{classifier.count_params()} weights; trainable when the encoder is frozen: {trainable['frozen']}, "
-      f"when it is fine-tuned: {trainable['fine-tuned']}")
+config = study.config()
+
+
+def fit_in_plain_view(model, train_data, val_data, run):
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, config.patience // 2),
+                                          min_lr=1e-5),
+        keras.callbacks.ModelCheckpoint(str(run.directory / "best.weights.h5"), monitor="val_loss",
+                                        save_best_only=True, save_weights_only=True),
+    ]
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="binary_crossentropy",
+                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+    model.fit(train_data, validation_data=val_data, epochs=config.epochs,
+              callbacks=callbacks + run.callbacks(watched=callbacks), verbose=2)
+
+
+pretrained_full = study.train(build_ae_encoder_pretrained, family="transfer", fit=fit_in_plain_view,
+                              description="denoising-autoencoder encoder (pretrained) + max-pooled head")
+
+# %% [markdown]
+# ## Pretrained against from scratch, at several label budgets
+#
+# Each budget is a seeded subsample of the labelled non-black training
+# images; the validation images that watch early stopping are the same for
+# every run.
 
 # %%
-# Frozen, then fine-tuned, then the same architecture from scratch (or reuse them from the registry).
-encoder_runs = transfer.train_encoder_transfer(study, autoencoder_run)
+encoder_runs = {("pretrained", 1.0): pretrained_full}
+for fraction in settings.label_budgets:
+    for start, build, family in (("pretrained", build_ae_encoder_pretrained, "transfer"),
+                                 ("from scratch", build_ae_encoder_scratch, "from_scratch")):
+        if (start, fraction) not in encoder_runs:
+            encoder_runs[start, fraction] = study.train(
+                build, family=family, train_fraction=fraction,
+                description=f"denoising-autoencoder encoder ({start}) + max-pooled head, {fraction:.0%} of the labels",
+            )
 
 # %%
-# One row per run, best validation mAP first; "initialisation" says where each run's weights started.
-def comparison(runs):
-    table = study.table(runs.values())
-    initialisation = {run.key: run.data["initialisation"] for run in runs.values()}
-    table.insert(table.columns.get_loc("family") + 1, "initialisation", table["key"].map(initialisation))
-    return table
+# Validation mAP on the non-black images per budget, with its 95 % bootstrap interval when the record has one.
+def non_black_val(record):
+    return record.metrics["val"]["non_black"]
 
 
-encoder_table = comparison(encoder_runs)
-encoder_table.drop(columns=["description", "key"]).round(4)
+rows = []
+for (start, fraction), record in encoder_runs.items():
+    scores = non_black_val(record)
+    interval = scores.get("map_ci")
+    rows.append({"budget": fraction, "start": start, "training images": record.data["n_train_images"],
+                 "val mAP (non-black)": scores["map"],
+                 "95% CI low": interval[0] if interval else np.nan, "95% CI high": interval[1] if interval else np.nan,
+                 "hold-out mAP (non-black)": record.metrics["holdout"]["non_black"]["map"],
+                 "epochs": record.data["epochs_run"], "stopped": record.data.get("stopped_because", "")})
+budget_table = pd.DataFrame(rows).sort_values(["budget", "start"]).reset_index(drop=True)
+budget_table.round(3)
 
 # %%
-# What pretraining changed, in words, from the records.
-def non_black_map(run, split):
-    return run.metrics[split]["non_black"]["map"]
+# Both curves against the label budget (log scale: the budgets grow geometrically), saved to figures/.
+figure, axis = plt.subplots(figsize=(6, 4))
+for start, group in budget_table.groupby("start"):
+    group = group.sort_values("budget")
+    spread = (group["val mAP (non-black)"] - group["95% CI low"], group["95% CI high"] - group["val mAP (non-black)"])
+    axis.errorbar(group["budget"] * 100, group["val mAP (non-black)"], marker="o", capsize=4, label=start,
+                  yerr=None if group["95% CI low"].isna().any() else spread)
+axis.set(xscale="log", xlabel="labelled training images used (%)", ylabel="validation mAP, non-black images",
+         title="Pretrained encoder against the same network from scratch")
+axis.set_xticks(budget_table["budget"].unique() * 100, [f"{b:.0%}" for b in budget_table["budget"].unique()])
+axis.legend()
+study.save_figures({"label_budgets": figure}, "07_transfer_learning")
+figure
+
+# %% [markdown]
+# Where does pretraining help? A difference only counts when it is larger
+# than the noise of the measurement: the paired bootstrap of the validation
+# images below resamples the same images for both runs, and a difference
+# whose 95 % interval contains 0 is no measurable difference.
+
+# %%
+def paired_bootstrap(record_a, record_b, n_resamples=1000):
+    """mAP difference (a - b) on the non-black validation images and its 95 % bootstrap interval."""
+    from sklearn.metrics import average_precision_score
+
+    a, b = record_a.predictions(), record_b.predictions()
+    keep = ~a["val_is_black"]
+    truth, score_a, score_b = a["val_true"][keep], a["val_score"][keep], b["val_score"][keep]
+    generator = np.random.default_rng(seed)
+    differences = []
+    for _ in range(n_resamples):
+        rows = generator.integers(0, len(truth), len(truth))
+        labels = [k for k in range(truth.shape[1]) if 0 < truth[rows, k].sum() < len(rows)]
+        differences.append(np.mean([average_precision_score(truth[rows, k], score_a[rows, k])
+                                    - average_precision_score(truth[rows, k], score_b[rows, k]) for k in labels]))
+    observed = non_black_val(record_a)["map"] - non_black_val(record_b)["map"]
+    return observed, *np.percentile(differences, [2.5, 97.5])
 
 
-fine_tuned, scratch, frozen = encoder_runs["fine_tuned"], encoder_runs["from_scratch"], encoder_runs["frozen"]
-gain = {split: non_black_map(fine_tuned, split) - non_black_map(scratch, split) for split in ("val", "holdout")}
-# A constant score has an average precision equal to the label's positive rate: the no-skill level.
-predictions = fine_tuned.predictions()
-no_skill = float(predictions["val_true"][~predictions["val_is_black"]].mean(axis=0).mean())
-verdict = "helped" if min(gain.values()) > 0 else "hurt" if max(gain.values()) < 0 else "made no consistent difference"
-display(Markdown(
-    f"On the non-black images, the fine-tuned encoder reaches a validation mAP of "
-    f"{non_black_map(fine_tuned, 'val'):.3f} (hold-out {non_black_map(fine_tuned, 'holdout'):.3f}) against "
-    f"{non_black_map(scratch, 'val'):.3f} ({non_black_map(scratch, 'holdout'):.3f}) for the same network from "
-    f"scratch with the same epoch budget (epochs run: {fine_tuned.data['epochs_run']} and "
-    f"{scratch.data['epochs_run']}): pretraining **{verdict}** "
-    f"({gain['val']:+.3f} on validation, {gain['holdout']:+.3f} on the hold-out). With the encoder frozen, "
-    f"only the head learning, the validation mAP is {non_black_map(frozen, 'val'):.3f}: this measures how much "
-    "of what the labels need survives in the autoencoder's bottleneck as it is. For scale, a model that gives "
-    f"every image the same score would reach {no_skill:.3f} (the mean positive rate of the labels)."
-))
+for fraction in settings.label_budgets:
+    difference, low, high = paired_bootstrap(encoder_runs["pretrained", fraction], encoder_runs["from scratch", fraction])
+    print(f"budget {fraction:.0%}: pretrained - scratch = {difference:+.3f} mAP (95% CI {low:+.3f} to {high:+.3f}): ", end="")
+    if low > 0:
+        print("pretraining helps.")
+    elif high < 0:
+        print("pretraining hurts.")
+    else:
+        print("no measurable difference.")
+
+# %% [markdown]
+# Pretraining can only help where the labels are too few to learn the
+# first layers from: the smaller the budget, the more the autoencoder's
+# filters are worth. With every label, both networks can learn those filters
+# themselves, and a difference, if any, says more about where each start
+# leads the same recipe than about the value of the unlabelled images.
 
 # %% [markdown]
 # ## ImageNet transfer: MobileNetV2
 #
-# The ImageNet weights are looked for on this machine (the Keras cache, or the
-# file named by the `STUDY_IMAGENET_WEIGHTS` environment variable), never
-# downloaded.
+# MobileNetV2 at its smallest ImageNet configuration (width 0.35, 96×96
+# input): the grayscale image is resized, copied to three channels and
+# scaled to [-1, 1] as the network was trained, all inside the model. With
+# ImageNet weights the backbone is frozen and keeps its batch-normalisation
+# statistics (`training=False`), and only the head learns; without them
+# every layer learns from random initialisation. It is by far the slowest
+# network of the study on a CPU, so the profile caps its training images and
+# epochs; these caps are for time, not choices that make it better.
 
 # %%
-# Where the ImageNet weights are, or why they are not used.
-weights = transfer.find_imagenet_weights(settings.backbone_alpha, settings.backbone_image_size)
-display(Markdown(weights.message))
+imagenet = transfer.find_imagenet_weights(0.35, 96, download=download_imagenet_weights)
+print(imagenet.message)
 
 # %%
-# Frozen then fine-tuned with ImageNet weights; otherwise the same network from random initialisation.
-backbone_runs = transfer.train_backbone_transfer(study, weights)
+backbone_side = settings.backbone_input_size or 96
+
+
+def build_mobilenetv2(input_shape, n_labels):
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(backbone_side, backbone_side, 3), alpha=0.35, include_top=False, pooling="avg",
+        weights=str(imagenet.path) if imagenet.found else None, name="backbone",
+    )
+    backbone.trainable = not imagenet.found
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Resizing(backbone_side, backbone_side)(inputs)
+    if input_shape[-1] == 1:
+        x = layers.Concatenate()([x, x, x])
+    # mobilenet_v2.preprocess_input maps [0, 255] to [-1, 1]; these images are in [0, 1].
+    x = layers.Rescaling(2.0, offset=-1.0)(x)
+    x = backbone(x, training=False) if imagenet.found else backbone(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(n_labels, activation="sigmoid", name="labels")(x)
+    return keras.Model(inputs, outputs, name=transfer.IMAGENET_NAME if imagenet.found else transfer.RANDOM_INIT_NAME)
+
+
+build_mobilenetv2(study.input_shape, n_labels).summary(line_length=100, expand_nested=False)
+
+# %%
+# The profile's cap on MobileNetV2's training images, as a fraction of the non-black training images.
+n_non_black = int((~black_mask(study.data.train.images)).sum())
+cap = settings.backbone_max_train_images
+backbone_fraction = 1.0 if cap is None or cap >= n_non_black else cap / n_non_black
+mobilenet_run = study.train(
+    build_mobilenetv2, family="transfer" if imagenet.found else "from_scratch", train_fraction=backbone_fraction,
+    epochs=settings.backbone_max_epochs,
+    description=("MobileNetV2 (0.35, ImageNet weights, frozen) + sigmoid head" if imagenet.found
+                 else "MobileNetV2 (0.35) from random initialisation: no ImageNet weights"),
+)
 
 # %% [markdown]
 # ## All runs of this notebook
 
 # %%
-# Every run of this notebook, best validation mAP first; the initialisation column says which ones are transfer.
-all_runs = {run.model: run for run in [*encoder_runs.values(), *backbone_runs.values()]}
-transfer_table = comparison(all_runs)
-transfer_table.drop(columns=["key"]).round(4)
+all_runs = {f"{record.model} ({fraction:.0%})": record for (start, fraction), record in encoder_runs.items()}
+all_runs[mobilenet_run.model] = mobilenet_run
+study.table(all_runs.values()).drop(columns=["description", "key"]).round(3)
 
 # %%
-# Per-class AP bars, learning curves and precision-recall curves, saved to figures/ (each shown in its own cell).
+# Per-class AP bars, learning curves and precision-recall curves, saved to figures/.
 transfer_figures = study.comparison_figures(all_runs, prefix="07_transfer_learning")
-for figure in transfer_figures.values():
-    plt.close(figure)
-
-# %%
-# Average precision of every label for every run; the diamond is the run's mAP.
 transfer_figures["per_class_ap"]
 
 # %%
-# Loss per epoch; a fine-tuned run's curve goes through both stages (the learning rate drops where it is unfrozen).
 transfer_figures["learning_curves"]
 
 # %%
-# Precision-recall curves per label on the non-black validation images.
 transfer_figures["precision_recall"]
 
 # %%
-# The best run of this notebook by validation mAP (the hold-out never takes part in the choice).
-best_run = study.best(all_runs.values())
-text = study.describe_best(best_run, "run of this notebook")
-if weights.found:
-    text += " MobileNetV2 started from ImageNet weights."
+mobile, best_encoder = non_black_val(mobilenet_run)["map"], non_black_val(pretrained_full)["map"]
+print(f"{mobilenet_run.model}: validation mAP {mobile:.3f} on the non-black images, trained on "
+      f"{mobilenet_run.data['n_train_images']} images for {mobilenet_run.data['epochs_run']} epochs "
+      f"({mobilenet_run.data.get('stopped_because', '')}); pretrained encoder on every label: {best_encoder:.3f}.")
+if imagenet.found:
+    print("MobileNetV2 started from ImageNet weights: its row measures transfer from natural photographs.")
 else:
-    text += (f" MobileNetV2 could only be trained from random initialisation here ({transfer.RANDOM_INIT_LABEL}), "
-             f"on {backbone_runs['random_init'].data['n_train_images']} training images: its row measures that "
-             "network from scratch on a small budget, not what ImageNet weights would bring.")
-display(Markdown(text))
+    print("MobileNetV2 had no ImageNet weights here: its row measures that network from scratch on a small "
+          "budget, not what ImageNet weights would bring.")

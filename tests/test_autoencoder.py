@@ -1,28 +1,42 @@
-"""contest_study.autoencoder: the noise, the compression rate, the scores and a tiny cached run."""
+"""contest_study.autoencoder: the noise, the images, the scores, and a tiny registry run reused by notebook 07."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
+import keras
 import numpy as np
 import pytest
+from keras import layers
 
 from contest_study import autoencoder
-from contest_study.autoencoder import (
-    AutoencoderSettings,
-    add_noise,
-    build_autoencoder,
-    compression_rate,
-    sample_noise,
-)
+from contest_study.autoencoder import add_noise, sample_noise
 from contest_study.data import black_mask
 from conftest import tiny_study
 
-TINY = AutoencoderSettings(
-    max_images=40, epochs=1, batch_size=16, patience=1, filters=(4, 4, 4), decoder_filters=(4, 4, 4),
-    bottleneck_channels=2,
-)
+RECIPE = {"epochs": 1, "batch_size": 16}
+
+
+def build_tiny_autoencoder(input_shape):
+    """The structure notebook 06 builds (nested "encoder" and "decoder"), with few filters."""
+    encoder = keras.Sequential([
+        keras.Input(shape=input_shape),
+        layers.Conv2D(4, 3, strides=2, padding="same", activation="relu"),
+        layers.Conv2D(2, 3, strides=4, padding="same"),
+    ], name="encoder")
+    decoder = keras.Sequential([
+        keras.Input(shape=encoder.output_shape[1:]),
+        layers.Conv2DTranspose(4, 3, strides=8, padding="same", activation="relu"),
+        layers.Conv2D(input_shape[-1], 3, padding="same", activation="sigmoid"),
+    ], name="decoder")
+    inputs = keras.Input(shape=input_shape)
+    return keras.Model(inputs, decoder(encoder(inputs)), name="tiny_autoencoder")
+
+
+def fit_tiny(model, train_pairs, monitor_pairs, directory):
+    model.compile(optimizer="adam", loss="mse")
+    return model.fit(*train_pairs, validation_data=monitor_pairs, epochs=RECIPE["epochs"],
+                     batch_size=RECIPE["batch_size"], verbose=0)
 
 
 # ----------------------------------------------------------------------------- noise
@@ -57,45 +71,12 @@ def test_add_noise_refuses_images_outside_the_unit_range():
         add_noise(np.full((2, 8, 8, 1), 255.0), seed=0)
 
 
-# ----------------------------------------------------------------------------- architecture
+# ----------------------------------------------------------------------------- scores
 
 
 def test_compression_rate_is_read_from_the_layer_shapes():
-    model = build_autoencoder()
-    assert autoencoder.bottleneck_shape(model) == (8, 8, 4)
-    assert compression_rate(model) == 64 * 64 / (8 * 8 * 4) == 16
-    assert model.output.shape[1:] == (64, 64, 1)
-    two_stages = build_autoencoder(filters=(8, 8), decoder_filters=(8, 8), bottleneck_channels=2)
-    assert compression_rate(two_stages) == 64 * 64 / (16 * 16 * 2)
-
-
-def test_architecture_fingerprint_follows_the_network_not_the_session():
-    fingerprint = autoencoder.architecture_fingerprint(build_autoencoder)
-    build_autoencoder()  # advances Keras' layer-name counters
-    assert autoencoder.architecture_fingerprint(build_autoencoder) == fingerprint
-    assert autoencoder.architecture_fingerprint(lambda: build_autoencoder(bottleneck_channels=2)) != fingerprint
-
-
-@pytest.mark.parametrize("profile", sorted(autoencoder.SETTINGS))
-def test_every_profile_compresses_at_least_ten_times(profile):
-    model = build_autoencoder(**autoencoder.settings_for(profile).architecture())
-    assert compression_rate(model) >= 10
-
-
-def test_bad_architectures_and_settings_are_refused():
-    with pytest.raises(ValueError, match="divisible"):
-        build_autoencoder((60, 60, 1))
-    with pytest.raises(ValueError, match="decoder_filters"):
-        build_autoencoder(decoder_filters=(8, 8))
-    with pytest.raises(ValueError, match="decoder_filters"):
-        AutoencoderSettings(max_images=None, epochs=1, batch_size=8, patience=1, decoder_filters=(4,))
-    with pytest.raises(ValueError, match="epochs"):
-        AutoencoderSettings(max_images=None, epochs=0, batch_size=8, patience=1)
-    with pytest.raises(ValueError, match="no autoencoder settings for profile 'huge'"):
-        autoencoder.settings_for("huge")
-
-
-# ----------------------------------------------------------------------------- scores
+    model = build_tiny_autoencoder((64, 64, 1))
+    assert autoencoder.compression_rate(model) == 64 * 64 / (8 * 8 * 2)
 
 
 def test_psnr_and_reconstruction_scores():
@@ -116,51 +97,76 @@ def test_gaussian_reference_picks_the_blur_that_restores_best():
     assert autoencoder.gaussian_filter_images(noisy, 1.0).shape == noisy.shape
 
 
-def test_denoising_images_are_the_seeded_choice_among_non_black_train_and_test_images(tmp_path):
+# ----------------------------------------------------------------------------- images
+
+
+def test_denoising_images_are_every_non_black_image_of_every_split(tmp_path):
     data = tiny_study(tmp_path).data
-    for cap in (None, 40, 12):
-        settings = dataclasses.replace(TINY, max_images=cap)
-        images = autoencoder.denoising_images(data, settings, None, seed=3)
-        # The same choice, made on all the images copied into one array first.
-        pool = np.concatenate([data.train.images, data.test.images])
-        pool = pool[~black_mask(pool)]
-        generator = np.random.default_rng(3)
-        if cap is not None and len(pool) > cap:
-            pool = pool[np.sort(generator.choice(len(pool), cap, replace=False))]
-        order = generator.permutation(len(pool))
-        n_monitor = max(1, round(autoencoder.MONITOR_FRACTION * len(pool)))
-        assert np.array_equal(images.train, pool[np.sort(order[n_monitor:])])
-        assert np.array_equal(images.monitor, pool[np.sort(order[:n_monitor])])
+    splits = [data.train, data.val, data.holdout, data.test]
+    images = autoencoder.denoising_images(data, None, seed=3)
+    expected = {split.name: int((~black_mask(split.images)).sum()) for split in splits}
+    assert images.sources == expected  # the unlabelled test images included
+    assert images.n_black_dropped == sum(int(black_mask(split.images).sum()) for split in splits)
+    assert len(images.train) + len(images.monitor) == sum(expected.values())
+    assert len(images.monitor) == round(autoencoder.MONITOR_FRACTION * sum(expected.values()))
+    everything = np.concatenate([images.train, images.monitor])
+    assert not black_mask(everything).any()
+    # Seeded: the same call gives the same parts.
+    again = autoencoder.denoising_images(data, None, seed=3)
+    assert np.array_equal(again.train, images.train) and np.array_equal(again.monitor, images.monitor)
 
 
-# ----------------------------------------------------------------------------- cached run
+def test_denoising_images_cap_is_a_seeded_choice(tmp_path):
+    data = tiny_study(tmp_path).data
+    capped = autoencoder.denoising_images(data, 20, seed=3)
+    assert len(capped.train) + len(capped.monitor) == sum(capped.sources.values()) == 20
+    with pytest.raises(ValueError, match="at least 2"):
+        autoencoder.denoising_images(data, 1, seed=3)
 
 
-def test_train_autoencoder_stores_a_reusable_record_apart_from_the_classifiers(tmp_path):
+# ----------------------------------------------------------------------------- registry run
+
+
+def test_pretrain_stores_a_reusable_run_apart_from_the_classifiers_and_07_finds_its_encoder(tmp_path):
     study = tiny_study(tmp_path)
-    record = autoencoder.train_autoencoder(study, settings=TINY, verbose=0)
+    with pytest.raises(LookupError, match="run notebook 06"):
+        autoencoder.latest_run(study)
+    record = autoencoder.pretrain(study, build_tiny_autoencoder, fit_tiny, recipe=RECIPE)
 
     assert record.family == "autoencoder" and record.path.parent == study.registry.root / ".autoencoder"
-    assert record.data["compression_rate"] == 64 * 64 / (8 * 8 * 2)
-    # Black images are left out: 31 + 10 non-black training and test images, capped at 40.
-    assert record.data["n_train_images"] + record.data["n_monitor_images"] == 40
-    assert record.data["n_val_images"] == 20
-    scores = record.data["reconstruction"]["val"]
-    assert set(scores) == {"noisy input", "Gaussian filter", "autoencoder"}
-    assert all(set(score) == {"mse", "psnr"} for score in scores.values())
-    assert record.hyperparams["noise_mean"] == 0.1 and record.hyperparams["noise_variance"] == 0.3
+    assert record.data["compression_rate"] == 32
+    assert record.data["stopped_because"] == "epoch cap" and record.data["epochs_run"] == 1
+    assert set(record.data["images_per_split"]) == {"train", "val", "holdout", "test"}
+    assert set(record.data["reconstruction"]) == {"noisy input", "Gaussian filter", "autoencoder"}
+    assert list(autoencoder.reconstruction_table(record).columns) == ["MSE", "PSNR (dB)"]
     examples = autoencoder.denoising_examples(record)
-    assert examples["clean"].shape == examples["noisy"].shape == examples["denoised"].shape == (16, 64, 64, 1)
-    table = autoencoder.reconstruction_table(record)
-    assert list(table.columns) == ["MSE", "PSNR (dB)"] and len(table) == 3
-
+    assert examples["clean"].shape == examples["noisy"].shape == examples["denoised"].shape
     # The classifier registry does not see it: its tables only hold runs with average precision.
-    assert study.registry.records() == [] and study.registry.table().empty
+    assert study.registry.records() == []
 
-    # The same call returns the stored run (notebook 07 finds the encoder this way), untouched.
+    # The same call returns the stored run, untouched; a changed recipe is another run.
     stamp = record.record_file.stat().st_mtime_ns
-    again = autoencoder.train_autoencoder(study, settings=TINY, verbose=0)
+    again = autoencoder.pretrain(study, build_tiny_autoencoder, fit_tiny, recipe=RECIPE)
     assert again.key == record.key and again.record_file.stat().st_mtime_ns == stamp
+    assert autoencoder.latest_run(study).key == record.key
 
-    model = autoencoder.load_autoencoder(record)
-    assert compression_rate(model) == record.data["compression_rate"]
+    trained = keras.models.model_from_json((record.path / autoencoder.MODEL_FILE).read_text())
+    trained.load_weights(str(record.path / autoencoder.WEIGHTS_FILE))
+    pretrained = autoencoder.load_encoder(record, name="pretrained_encoder_x")
+    fresh = autoencoder.load_encoder(record, pretrained=False)
+    for expected, loaded, random in zip(trained.get_layer("encoder").get_weights(), pretrained.get_weights(),
+                                        fresh.get_weights()):
+        np.testing.assert_array_equal(loaded, expected)
+        assert random.shape == expected.shape
+    assert not all(np.array_equal(a, b) for a, b in zip(pretrained.get_weights(), fresh.get_weights()))
+    # The new name reaches the Keras config of a model built on it (so the registry key names the source run).
+    inputs = keras.Input(shape=(64, 64, 1))
+    assert "pretrained_encoder_x" in keras.Model(inputs, pretrained(inputs)).to_json()
+
+
+def test_load_encoder_refuses_a_classifier_run(tmp_path):
+    study = tiny_study(tmp_path)
+    record = autoencoder.pretrain(study, build_tiny_autoencoder, fit_tiny, recipe=RECIPE)
+    record.data["family"] = "cnn"
+    with pytest.raises(ValueError, match="not an autoencoder"):
+        autoencoder.load_encoder(record)
