@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import io
 import sys
+import threading
 
 import nbformat
+import pandas as pd
 import pytest
 from PIL import Image
 
-from contest_study.export import RUN_METADATA_KEY
 from contest_study.report import (
+    RUN_METADATA_KEY,
     ReportError,
     build_report,
     pdf_prose_words,
@@ -19,6 +22,8 @@ from contest_study.report import (
     prose_words,
     report_notebook,
     split_prose,
+    url_inside,
+    write_pdf,
 )
 
 RUN = {"profile": "smoke", "data_dir": "/data/contest", "seed": "42"}
@@ -166,3 +171,69 @@ def test_tables_too_wide_for_a_portrait_page_get_landscape_pages(executed, tmp_p
     assert html.count('<table class="wide">') == 1  # the narrow table stays on portrait pages
     sizes = [(float(page.mediabox.width), float(page.mediabox.height)) for page in PdfReader(str(result.pdf)).pages]
     assert any(width > height for width, height in sizes) and any(width < height for width, height in sizes)
+
+
+@pytest.fixture
+def request_counter():
+    """A local HTTP server counting the requests it gets: ``(url_prefix, requests)``."""
+    requests = []
+
+    class Counting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_label_names_from_the_data_are_shown_as_text_and_fetch_nothing(executed, tmp_path, request_counter):
+    url, requests = request_counter
+    label = f"<img src={url}/x.png>L1"
+    notebook = executed_notebook("01 — First")
+    table = pd.DataFrame({label: [0.91], "L2": [0.5]})
+    notebook.cells[1].outputs += [
+        nbformat.v4.new_output("display_data", data={"text/html": table.to_html(), "text/plain": "t"}),
+        # A table written by hand (or a pandas Styler), which escapes nothing.
+        nbformat.v4.new_output("display_data", data={"text/html": f"<table><tr><th>{label}</th></tr></table>",
+                                                     "text/plain": "t"}),
+        nbformat.v4.new_output("display_data", data={"text/markdown": f"The hardest label is **{label}**.",
+                                                     "text/plain": "m"}),
+    ]
+    nbformat.write(notebook, executed / "01_first.ipynb")
+
+    result = build_report(executed, NAMES, tmp_path / "report", run=RUN, say=lambda _: None)
+
+    html = result.html.read_text()
+    assert f"<img src={url}" not in html and f'<img src="{url}' not in html
+    assert html.count(f"&lt;img src={url}/x.png&gt;L1") == 2  # both tables show the name as text
+    assert html.count("&lt;img src=") == 3  # and so does the Markdown sentence
+    assert f"img src={url}/x.png>L1" in pdf_text(result.pdf).replace("\n", "")
+    assert requests == []
+
+
+def test_the_pdf_engine_reads_nothing_outside_the_report_folder(tmp_path, request_counter):
+    url, requests = request_counter
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    secret = tmp_path / "outside.css"
+    secret.write_text("body { background: url(%s/from-css.png); }" % url)
+    html = (f'<html><head><link rel="stylesheet" href="{secret.as_uri()}"></head><body><p>text</p>'
+            f'<img src="{url}/x.png"><img src="{tmp_path.as_uri()}/outside.png"></body></html>')
+
+    write_pdf(html, report_dir / "report.pdf", base_url=report_dir)
+
+    assert requests == []
+    assert url_inside((report_dir / "figure.png").as_uri(), report_dir.resolve())
+    assert url_inside("data:image/png;base64,AAAA", report_dir)
+    assert not url_inside(secret.as_uri(), report_dir.resolve())
+    assert not url_inside((report_dir / ".." / "outside.png").as_uri(), report_dir.resolve())
+    assert not url_inside(f"{url}/x.png", report_dir)
