@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only sync the notebooks and build the zip (with the report already built, if any)",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the profile's plan (grid cells, epochs, patience, networks) and its estimated time; train nothing",
+    )
     return parser
 
 
@@ -107,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: run this script from the project repository (no pyproject.toml above the package)", file=sys.stderr)
         return 1
     workdir = args.workdir.expanduser().resolve() if args.workdir else default_workdir()
+    if args.dry_run:
+        from contest_study.grid import dry_run_report
+
+        print(dry_run_report(args.profile, data_dir=args.data_dir, workdir=workdir, seed=args.seed))
+        return 0
     try:
         export_submission(
             ProjectLayout(root, workdir),
