@@ -3,8 +3,8 @@
 These tests run every notebook of the repository headlessly on a tiny embedded
 dataset, in a scratch work folder (the repository's figures/ and runs/ are not
 touched), then check what a user relies on: the zip's content, the figures, the
-registry, that a second run trains nothing, and that the zipped scripts run on
-their own from the unzipped folder.
+registry, that a second run executes and trains nothing, and that the zipped
+twins run on their own from the unzipped folder.
 """
 
 from __future__ import annotations
@@ -12,21 +12,19 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import jupytext
 import numpy as np
 import pytest
+from nbclient import NotebookClient
 
 from contest_study.config import SUBMISSION_NAME
-from contest_study.export import check_zip
+from contest_study.export import RunParameters, check_zip, inject_parameters
 from contest_study.registry import Registry
 from contest_study.report import pdf_prose_words
-from contest_study.submission_predictions import best_run_with_test_scores
+from contest_study.submission_predictions import submission_run
 from contest_study.synthetic import generate_dataset
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -68,6 +66,7 @@ def test_zip_holds_the_py_twins_and_the_package_only(smoke_run):
     assert {f"{SUBMISSION_NAME}/{path.stem}.py" for path in NOTEBOOKS} <= set(code)
     assert f"{SUBMISSION_NAME}/contest_study/data.py" in code
     assert all(name.endswith(".py") for name in code)
+    assert f"{SUBMISSION_NAME}/contest_study/export.py" not in code  # the twins never need the export machinery
     assert set(names) - set(code) == {"README.md", "report.pdf", "report.html"}
     # The zip as written passes the submission rules with the report inside.
     check_zip(smoke_run["zip"], name=SUBMISSION_NAME, required=["README.md", "report.pdf", "report.html", *code])
@@ -110,7 +109,7 @@ def test_summary_notebook_ends_with_the_insight(smoke_run):
     assert "The most interesting insight" in executed and "What did not work" in executed
 
 
-def test_test_set_predictions_come_from_the_best_run(smoke_run):
+def test_test_set_predictions_come_from_the_final_model(smoke_run):
     def read(path):
         with open(path, newline="") as handle:
             return list(csv.reader(handle))
@@ -121,8 +120,8 @@ def test_test_set_predictions_come_from_the_best_run(smoke_run):
     header = read(smoke_run["data_dir"] / "train.csv")[0]
     assert probabilities[0] == labels[0] == header  # image_id, then the labels in the data's order
     assert [row[0] for row in probabilities[1:]] == [row[0] for row in labels[1:]] == test_ids
-    # Every run of the smoke registry is of this study: the best of them by validation mAP.
-    best = best_run_with_test_scores(Registry(smoke_run["workdir"] / "runs").records())
+    # Every run of the smoke registry is of this study: its final model, else the best by validation mAP.
+    best, _ = submission_run(Registry(smoke_run["workdir"] / "runs").records())
     scores = np.array([row[1:] for row in probabilities[1:]], dtype=float)
     assert np.allclose(scores, best.predictions()["test_score"], atol=1e-6)
     thresholds = np.array([best.thresholds[label] for label in header[1:]])
@@ -130,38 +129,31 @@ def test_test_set_predictions_come_from_the_best_run(smoke_run):
     assert np.array_equal(np.array([row[1:] for row in labels[1:]], dtype=int), expected)
 
 
-def test_second_run_trains_nothing(smoke_run):
-    records = sorted((smoke_run["workdir"] / "runs").glob("*/record.json"))
-    before = {path: path.stat().st_mtime_ns for path in records}
+def test_second_run_executes_and_trains_nothing(smoke_run, capsys):
+    def stamps(pattern):
+        return {path: path.stat().st_mtime_ns for path in smoke_run["workdir"].glob(pattern)}
+
+    records, executed = stamps("runs/*/record.json"), stamps("build/notebooks/*.ipynb")
+    capsys.readouterr()
     status = SCRIPT.main(
         ["--profile", "smoke", "--data-dir", str(smoke_run["data_dir"]), "--workdir", str(smoke_run["workdir"]),
-         "--out", str(smoke_run["zip"].parent), "--notebooks", "02", "04"]
+         "--out", str(smoke_run["zip"].parent)]
     )
     assert status == 0
-    after = sorted((smoke_run["workdir"] / "runs").glob("*/record.json"))
-    assert after == records
-    assert {path: path.stat().st_mtime_ns for path in after} == before
+    assert capsys.readouterr().out.count("up to date (nothing it reads changed)") == len(NOTEBOOKS)
+    assert stamps("runs/*/record.json") == records
+    assert stamps("build/notebooks/*.ipynb") == executed
 
 
-def test_zipped_scripts_run_from_the_unzipped_folder(smoke_run, tmp_path):
+def test_zipped_twin_runs_from_the_unzipped_folder(smoke_run, tmp_path):
     with zipfile.ZipFile(smoke_run["zip"]) as archive:
-        archive.extractall(tmp_path)
-    folder = tmp_path / SUBMISSION_NAME
-    env = {
-        **os.environ,
-        "STUDY_PROFILE": "smoke",
-        "STUDY_DATA_DIR": str(smoke_run["data_dir"]),
-        "STUDY_WORKDIR": str(tmp_path / "work"),
-        "MPLBACKEND": "Agg",
-    }
-    # -I: no PYTHONPATH, no current folder on sys.path; the script puts the unzipped folder
-    # first so that its own contest_study, not the installed one, is imported (asserted).
-    result = subprocess.run(
-        [sys.executable, "-I", "-c",
-         "import runpy, sys; sys.path.insert(0, '.'); import contest_study; "
-         "assert contest_study.__file__.startswith(sys.argv[1]), contest_study.__file__; "
-         "runpy.run_path('01_data_analysis.py', run_name='__main__')", str(folder)],
-        cwd=folder, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+        archive.extractall(tmp_path / "unzipped")
+    folder = tmp_path / "unzipped" / SUBMISSION_NAME
+    parameters = RunParameters(profile="smoke", data_dir=smoke_run["data_dir"], workdir=tmp_path / "work", seed=42)
+    notebook = inject_parameters(jupytext.read(folder / "01_data_analysis.py"), parameters.cell_values(), name="01")
+    # The kernel starts in the unzipped folder, which comes first on its path: its own contest_study
+    # is imported, not the installed one (asserted).
+    check = f"import contest_study\nassert contest_study.__file__.startswith({str(folder)!r}), contest_study.__file__"
+    notebook.cells.append(jupytext.reads(check, fmt="py:percent").cells[0])
+    NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
     assert (tmp_path / "work" / "figures" / "01_label_balance.png").is_file()

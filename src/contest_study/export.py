@@ -35,6 +35,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 from contest_study.config import SUBMISSION_NAME
 from contest_study.files import atomic_output, write_text_atomic
+from contest_study.registry import FORCE_ENV
 from contest_study.report import HTML_NAME, PDF_NAME, RUN_METADATA_KEY, ReportError, build_report, describe_run
 
 KERNEL_NAME = "python3"
@@ -67,7 +68,6 @@ NOTEBOOK_DEPENDENCIES: dict[str, tuple[str, ...]] = {
 PARALLEL_NOTEBOOKS = 2
 # Thread-count variables every kernel gets (TensorFlow's pools, and OpenMP/BLAS for scikit-learn).
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
-FORCE_RETRAIN_VARIABLE = "STUDY_FORCE_RETRAIN"  # read by contest_study.registry
 
 # Files allowed at the zip root, beside the <NAME>/ code folder.
 ROOT_DOC_FILES = ("README.md", PDF_NAME, HTML_NAME)
@@ -585,12 +585,12 @@ class Execution:
 
 def kernel_environment(*, threads: int, force_retrain: bool) -> dict[str, str]:
     """The kernel's environment: ours, without a stale force flag, with its share of the cores."""
-    env = {name: value for name, value in os.environ.items() if name != FORCE_RETRAIN_VARIABLE}
+    env = {name: value for name, value in os.environ.items() if name != FORCE_ENV}
     env.update({name: str(threads) for name in THREAD_VARIABLES})
     # TensorFlow's C++ start-up notices would otherwise flood the terminal once per notebook.
     env["TF_CPP_MIN_LOG_LEVEL"] = "1"
     if force_retrain:
-        env[FORCE_RETRAIN_VARIABLE] = "1"
+        env[FORCE_ENV] = "1"
     return env
 
 
