@@ -27,6 +27,7 @@ import tensorflow as tf
 from contest_study.config import Profile, get_profile
 from contest_study.data import drop_black_images, subsample
 from contest_study.evaluation import prepare_splits, resolve_profile, score_and_save, split_hyperparams
+from contest_study.files import atomic_output, write_text_atomic
 from contest_study.registry import RunRecord
 
 OPTIMIZERS = ("adam", "sgd")
@@ -51,6 +52,7 @@ WEIGHTS_FILE = "best.weights.h5"
 HISTORY_FILE = "history.csv"
 TENSORBOARD_DIR = "tensorboard"
 BACKUP_DIR = "backup"
+CALLBACK_STATE_FILE = "callback_state.json"
 # Keras verbose=2: one line per epoch, readable in a notebook and in a log file.
 DEFAULT_VERBOSE = 2
 
@@ -197,18 +199,27 @@ def build_loss(config: TrainConfig) -> keras.losses.Loss:
     return keras.losses.CategoricalCrossentropy()
 
 
-def build_train_metric(config: TrainConfig) -> keras.metrics.Metric:
-    if config.train_metric == "accuracy":
-        return keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.5)
-    return keras.metrics.F1Score(average="macro", threshold=0.5, name="f1")
+def build_train_metric(config: TrainConfig) -> list[keras.metrics.Metric]:
+    """The metrics logged every epoch: binary accuracy, the contest's PR-AUC, and the config's option.
+
+    ``pr_auc`` is Keras' PR-AUC per label, averaged (an approximation of the average
+    precision on 200 thresholds); the final scores are scikit-learn's exact AP.
+    """
+    metrics = [
+        keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.5),
+        keras.metrics.AUC(curve="PR", multi_label=True, name="pr_auc"),
+    ]
+    if config.train_metric == "f1":
+        metrics.append(keras.metrics.F1Score(average="macro", threshold=0.5, name="f1"))
+    return metrics
 
 
 def compile_model(model: keras.Model, config: TrainConfig, *, steps_per_epoch: int | None = None) -> keras.Model:
-    """Compile ``model`` with the config's optimizer, loss and training metric (returns it)."""
+    """Compile ``model`` with the config's optimizer, loss and metrics (returns it)."""
     model.compile(
         optimizer=build_optimizer(config, steps_per_epoch),
         loss=build_loss(config),
-        metrics=[build_train_metric(config)],
+        metrics=build_train_metric(config),
     )
     return model
 
@@ -235,34 +246,210 @@ class TerminalProgress(keras.callbacks.Callback):
         print(f"    {self.model.name} epoch {epoch + 1}/{self.epochs}: {scores}", file=sys.__stderr__, flush=True)
 
 
-def make_callbacks(config: TrainConfig, workdir: Path) -> list[keras.callbacks.Callback]:
-    """The engine's callbacks, writing into ``workdir`` (see the module docstring)."""
-    workdir = Path(workdir)
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(
-            str(workdir / WEIGHTS_FILE), monitor="val_loss", save_best_only=True, save_weights_only=True
-        ),
-    ]
-    # Keras refuses ReduceLROnPlateau with a schedule object (the schedule owns the rate).
-    if config.lr_schedule == "plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss",
-                factor=PLATEAU_FACTOR,
-                patience=max(1, config.patience // 2),
-                min_lr=MIN_LEARNING_RATE,
+class BackupAndRestoreWithState(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore`` (model, optimizer, epoch) plus the state of the ``watched`` callbacks.
+
+    Keras restores the weights and the epoch but not the callbacks: without this, a
+    resumed run's early stopping would forget its best epoch and patience, the
+    checkpoint its best value and ReduceLROnPlateau its counters. At every epoch end
+    the state of each watched ``EarlyStopping`` (wait, best, best epoch, best weights),
+    ``ModelCheckpoint`` (best) and ``ReduceLROnPlateau`` (wait, cooldown, best) and
+    the learning rate are written to the backup folder before the model is, keyed by
+    epoch, so a kill between the two writes still finds the state of the backed-up epoch.
+    """
+
+    def __init__(self, backup_dir, watched=()):
+        super().__init__(str(backup_dir), double_checkpoint=True)
+        self.state_dir = Path(backup_dir)
+        self.watched = list(watched)
+
+    @property
+    def _state_file(self) -> Path:
+        return self.state_dir / CALLBACK_STATE_FILE
+
+    def _weights_file(self, epochs_done: int) -> Path:
+        return self.state_dir / f"early_stopping_best.{epochs_done}.npz"
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        epochs_done = getattr(self.model, "_initial_epoch", None) or 0  # set by Keras' restore
+        if epochs_done:
+            self._restore(epochs_done)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save(epoch + 1)
+        super().on_epoch_end(epoch, logs)
+
+    def _save(self, epochs_done: int) -> None:
+        states = []
+        for callback in self.watched:
+            state = {"class": type(callback).__name__}
+            if isinstance(callback, keras.callbacks.EarlyStopping):
+                state.update(wait=callback.wait, best=callback.best, best_epoch=callback.best_epoch,
+                             stopped_epoch=callback.stopped_epoch)
+                if callback.best_weights is not None:
+                    # Saved when they change (a new best); later epochs point to that file.
+                    if callback.best_epoch == epochs_done - 1 or not self._weights_file(callback.best_epoch + 1).exists():
+                        with atomic_output(self._weights_file(callback.best_epoch + 1)) as temporary:
+                            with open(temporary, "wb") as handle:
+                                np.savez(handle, *callback.best_weights)
+                    state["best_weights"] = self._weights_file(callback.best_epoch + 1).name
+            elif isinstance(callback, keras.callbacks.ModelCheckpoint):
+                state.update(best=callback.best)
+            elif isinstance(callback, keras.callbacks.ReduceLROnPlateau):
+                state.update(wait=callback.wait, cooldown_counter=callback.cooldown_counter, best=callback.best)
+            states.append(_plain(state))
+        saved = self._read_states()
+        saved[str(epochs_done)] = {"callbacks": states, "learning_rate": _current_learning_rate(self.model)}
+        # The previous epoch's state stays: the model backup of this epoch may not be written yet.
+        saved = {epoch: saved[epoch] for epoch in sorted(saved, key=int)[-2:]}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self._state_file, json.dumps(saved))
+        kept = {state.get("best_weights") for entry in saved.values() for state in entry["callbacks"]}
+        for path in self.state_dir.glob("early_stopping_best.*.npz"):
+            if path.name not in kept:
+                path.unlink(missing_ok=True)
+
+    def _read_states(self) -> dict:
+        try:
+            return json.loads(self._state_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+
+    def _restore(self, epochs_done: int) -> None:
+        entry = self._read_states().get(str(epochs_done))
+        if entry is None:
+            if self.watched:
+                raise RuntimeError(
+                    f"the backup in {self.state_dir} resumes after epoch {epochs_done} but holds no callback "
+                    f"state for it ({self._state_file}); delete {self.state_dir} to train this run from scratch"
+                )
+            return
+        names = [state["class"] for state in entry["callbacks"]]
+        if names != [type(callback).__name__ for callback in self.watched]:
+            raise RuntimeError(
+                f"the backup in {self.state_dir} holds the state of callbacks {names}, but this run watches "
+                f"{[type(callback).__name__ for callback in self.watched]}; delete {self.state_dir} to start afresh"
             )
-        )
+        for callback, state in zip(self.watched, entry["callbacks"]):
+            for name, value in state.items():
+                if name == "best_weights":
+                    with np.load(self.state_dir / value) as archive:
+                        callback.best_weights = [archive[f"arr_{i}"] for i in range(len(archive.files))]
+                elif name != "class":
+                    setattr(callback, name, value)
+        if entry["learning_rate"] is not None:
+            self.model.optimizer.learning_rate = entry["learning_rate"]
+
+
+def _plain(state: dict) -> dict:
+    """Numbers as plain floats/ints (JSON), whatever backend scalar type the callback kept."""
+    return {
+        name: float(value) if isinstance(value, (float, np.floating)) or hasattr(value, "numpy") else value
+        for name, value in state.items()
+    }
+
+
+def _current_learning_rate(model: keras.Model) -> float | None:
+    """The optimizer's rate when it is a variable (a schedule owns its own rate: None)."""
+    optimizer = model.optimizer
+    if isinstance(getattr(optimizer, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule):
+        return None
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def stop_summary(callbacks, epochs_run: int, history: dict[str, list[float]]) -> dict:
+    """``best_epoch`` (from 1) and ``stopped_because`` ("early stopping" or "epoch cap") of a finished fit.
+
+    From the ``EarlyStopping`` among ``callbacks``; without one, the best epoch is the
+    lowest validation loss of ``history`` and training ran to its cap.
+    """
+    stopper = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
+    if stopper is not None and stopper.best is not None:
+        best_epoch = stopper.best_epoch + 1
+    elif history.get("val_loss"):
+        best_epoch = int(np.nanargmin(history["val_loss"])) + 1
+    else:
+        best_epoch = epochs_run
+    stopped = stopper is not None and stopper.stopped_epoch > 0
+    return {"best_epoch": best_epoch, "stopped_because": "early stopping" if stopped else "epoch cap"}
+
+
+def make_callbacks(config: TrainConfig, workdir: Path, watched=None) -> list[keras.callbacks.Callback]:
+    """The engine's callbacks, writing into ``workdir`` (see the module docstring).
+
+    ``watched=None``: the engine's own early stopping, checkpoint and (``"plateau"``)
+    ReduceLROnPlateau, whose state the backup keeps. A notebook recipe that brings its
+    own passes them as ``watched``: then only the logs and the backup are returned.
+    """
+    workdir = Path(workdir)
+    if watched is None:
+        watched = [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+            keras.callbacks.ModelCheckpoint(
+                str(workdir / WEIGHTS_FILE), monitor="val_loss", save_best_only=True, save_weights_only=True
+            ),
+        ]
+        # Keras refuses ReduceLROnPlateau with a schedule object (the schedule owns the rate).
+        if config.lr_schedule == "plateau":
+            watched.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_loss",
+                    factor=PLATEAU_FACTOR,
+                    patience=max(1, config.patience // 2),
+                    min_lr=MIN_LEARNING_RATE,
+                )
+            )
+        callbacks = list(watched)
+    else:
+        callbacks = []
     callbacks += [
         keras.callbacks.CSVLogger(str(workdir / HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(log_dir=str(workdir / TENSORBOARD_DIR)),
         # Last, so an epoch is in the CSV log before the backup counts it as done.
-        keras.callbacks.BackupAndRestore(str(workdir / BACKUP_DIR), double_checkpoint=True),
+        BackupAndRestoreWithState(workdir / BACKUP_DIR, watched),
     ]
     if os.environ.get(TERMINAL_PROGRESS_ENV) == "1":
         callbacks.append(TerminalProgress(config.epochs))
     return callbacks
+
+
+class _SetEpoch(keras.callbacks.Callback):
+    def __init__(self, variable: tf.Variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)
+
+
+def epoch_ordered_batches(images, labels, batch_size: int, seed: int) -> tuple[tf.data.Dataset, keras.callbacks.Callback]:
+    """Training batches shuffled by (seed, epoch), and the callback that tells the data the epoch.
+
+    ``Dataset.shuffle`` draws each epoch's order from a generator that restarts with
+    the process, so a resumed run would repeat the first epochs' orders; here epoch e
+    always gets the same order, and a resumed run sees the batches the uninterrupted one saw.
+    """
+    images = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
+    labels = tf.convert_to_tensor(np.asarray(labels, dtype=np.float32))
+    n_images = int(images.shape[0])
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def one_epoch(_):
+        seeds = tf.stack([tf.constant(seed, tf.int64), epoch.read_value()])
+        return tf.data.Dataset.from_tensor_slices(
+            tf.random.experimental.stateless_shuffle(tf.range(n_images, dtype=tf.int64), seed=seeds)
+        )
+
+    batches = (
+        tf.data.Dataset.from_tensors(0)
+        .flat_map(one_epoch)
+        .batch(batch_size)
+        .map(lambda rows: (tf.gather(images, rows), tf.gather(labels, rows)))
+        .apply(tf.data.experimental.assert_cardinality(math.ceil(n_images / batch_size)))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return batches, _SetEpoch(epoch)
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:
@@ -292,9 +479,12 @@ def fit(
     ``backup/`` is there from an interrupted call, training resumes after its last
     finished epoch. ``verbose`` is Keras' (default 2: one line per epoch).
 
-    Returns ``{"history": {metric: [per epoch]}, "epochs_run", "wall_time_s", "params"}``;
+    Returns ``{"history": {metric: [per epoch]}, "epochs_run", "best_epoch",
+    "stopped_because", "wall_time_s", "params"}`` (see :func:`stop_summary`);
     ``epochs_run`` counts the epochs of an interrupted attempt too, ``wall_time_s``
-    only this call's training.
+    only this call's training. A resumed run continues with the callbacks' state and
+    the batch order of the uninterrupted one (:class:`BackupAndRestoreWithState`,
+    :func:`epoch_ordered_batches`), so it ends with the same weights.
     """
     for split, role in ((train_split, "train_split"), (val_split, "val_split")):
         if split.labels is None:
@@ -308,24 +498,31 @@ def fit(
         (workdir / HISTORY_FILE).unlink(missing_ok=True)
     steps_per_epoch = math.ceil(len(train_split.images) / config.batch_size)
     compile_model(model, config, steps_per_epoch=steps_per_epoch)
-    train_data = make_dataset(train_split.images, train_split.labels, config.batch_size, shuffle=True, seed=seed)
+    train_data, set_epoch = epoch_ordered_batches(train_split.images, train_split.labels, config.batch_size, seed)
     val_data = make_dataset(val_split.images, val_split.labels, config.batch_size, shuffle=False)
+    callbacks = [set_epoch, *make_callbacks(config, workdir), *extra_callbacks]
     started = time.perf_counter()
     model.fit(
         train_data,
         validation_data=val_data,
         epochs=config.epochs,
-        shuffle=False,  # make_dataset already shuffles, seeded
-        callbacks=[*make_callbacks(config, workdir), *extra_callbacks],
+        shuffle=False,  # the batches are already shuffled, by seed and epoch
+        callbacks=callbacks,
         verbose=DEFAULT_VERBOSE if verbose is None else verbose,
     )
     wall_time_s = time.perf_counter() - started
     # EarlyStopping restored the best epoch's weights; saving them again makes the file
-    # match the model even when a resumed run's checkpoint forgot the earlier best.
+    # match the model whatever the checkpoint last wrote.
     model.save_weights(str(workdir / WEIGHTS_FILE))
     history = _read_history(workdir / HISTORY_FILE)
     epochs_run = len(next(iter(history.values()), []))
-    return {"history": history, "epochs_run": epochs_run, "wall_time_s": wall_time_s, "params": model.count_params()}
+    return {
+        "history": history,
+        "epochs_run": epochs_run,
+        **stop_summary(callbacks, epochs_run, history),
+        "wall_time_s": wall_time_s,
+        "params": model.count_params(),
+    }
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -432,8 +629,7 @@ def engine_callbacks(config: TrainConfig, workdir: Path, watched=()) -> list[ker
     The recipe brings its own early stopping, checkpoint and learning-rate callbacks; ``watched``
     are those, whose state the backup keeps so that a resumed run continues where it stopped.
     """
-    recipe_kinds = (keras.callbacks.EarlyStopping, keras.callbacks.ModelCheckpoint, keras.callbacks.ReduceLROnPlateau)
-    return [callback for callback in make_callbacks(config, workdir) if not isinstance(callback, recipe_kinds)]
+    return make_callbacks(config, workdir, watched=list(watched))
 
 
 @dataclass(frozen=True)
