@@ -249,9 +249,9 @@ def compile_and_fit(model, train_data, val_data, run):
             run.directory / "best.weights.h5", monitor="val_loss", save_best_only=True, save_weights_only=True
         ),
     ]
-    return model.fit(
-        train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks + run.callbacks(callbacks), verbose=2
-    )
+    # shuffle=False: the engine's tf.data pipeline already reshuffles the training images every epoch, seeded.
+    return model.fit(train_data, validation_data=val_data, epochs=config.epochs, shuffle=False,
+                     callbacks=callbacks + run.callbacks(callbacks), verbose=2)
 
 
 # The registry skips the fit when this network, these settings and this data were trained before.
@@ -312,8 +312,8 @@ rows = []
 for record in cnn_runs.values():
     if record.key != best_cnn.key:
         effect = compare_runs(best_cnn, record)
-        rows.append({"network": record.model, "mAP below the best": effect.difference,
-                     "95% CI": f"{effect.low:+.3f} .. {effect.high:+.3f}", "measurable": effect.measurable})
+        rows.append({"network": record.model, "mAP below the best": effect['difference'],
+                     "95% CI": f"{effect['interval'][0]:+.3f} .. {effect['interval'][1]:+.3f}", "measurable": effect['measurable']})
 print(f"best CNN: {best_cnn.model} ({best_cnn.description}), non-black val mAP "
       f"{best_cnn.metrics['val']['non_black']['map']:.3f}, hold-out {best_cnn.metrics['holdout']['non_black']['map']:.3f}")
 if best_cnn.oracle:
@@ -378,12 +378,12 @@ def build_augmented(input_shape, n_labels):
 augmented = study.train(build_augmented, family="cnn_experiment", description=f"{best_cnn.model} behind the augmentation layers")
 effect = compare_runs(augmented, best_cnn)
 print(f"non-black val mAP: augmented {augmented.metrics['val']['non_black']['map']:.3f}, "
-      f"plain {best_cnn.metrics['val']['non_black']['map']:.3f}; difference {effect.difference:+.3f} "
-      f"(95% CI {effect.low:+.3f} .. {effect.high:+.3f}); epochs {augmented.data['epochs_run']} vs {best_cnn.data['epochs_run']}")
-if not effect.measurable:
+      f"plain {best_cnn.metrics['val']['non_black']['map']:.3f}; difference {effect['difference']:+.3f} "
+      f"(95% CI {effect['interval'][0]:+.3f} .. {effect['interval'][1]:+.3f}); epochs {augmented.data['epochs_run']} vs {best_cnn.data['epochs_run']}")
+if not effect['measurable']:
     print("verdict: no measurable difference")
 else:
-    print("verdict: augmentation " + ("helped" if effect.difference > 0 else "hurt"))
+    print("verdict: augmentation " + ("helped" if effect['difference'] > 0 else "hurt"))
 
 # %% [markdown]
 # How to read the verdict above. With no measurable difference, augmentation
@@ -409,9 +409,9 @@ if study.data.channels == 1:
     three_channels = study.train(build_cnn_1a, family="cnn_experiment", input_channels=3,
                                  description="cnn_1a fed the grayscale image replicated to 3 channels")
     effect = compare_runs(three_channels, cnn_runs["cnn_1a"])
-    print(f"3 channels vs 1: {effect.difference:+.3f} non-black val mAP (95% CI {effect.low:+.3f} .. {effect.high:+.3f}), "
+    print(f"3 channels vs 1: {effect['difference']:+.3f} non-black val mAP (95% CI {effect['interval'][0]:+.3f} .. {effect['interval'][1]:+.3f}), "
           f"{three_channels.data['params']} vs {cnn_runs['cnn_1a'].data['params']} weights -> "
-          + ("measurable" if effect.measurable else "no measurable difference"))
+          + ("measurable" if effect['measurable'] else "no measurable difference"))
 else:
     print("the images of this folder were loaded with 3 channels (keep_channels): every network already sees 3")
 
@@ -434,8 +434,8 @@ else:
 black_table, black_runs = study.black_image_experiment(builders[best_cnn.model], family="cnn_experiment",
                                                        description=f"{best_cnn.model}, black images kept or removed")
 effect = compare_runs(black_runs["kept"], black_runs["removed"])
-print(f"keeping the black images: {effect.difference:+.3f} non-black val mAP (95% CI {effect.low:+.3f} .. "
-      f"{effect.high:+.3f}) -> " + ("measurable" if effect.measurable else "no measurable difference")
+print(f"keeping the black images: {effect['difference']:+.3f} non-black val mAP (95% CI {effect['interval'][0]:+.3f} .. "
+      f"{effect['interval'][1]:+.3f}) -> " + ("measurable" if effect['measurable'] else "no measurable difference")
       + f"; {black_runs['kept'].data['epochs_run']} vs {black_runs['removed'].data['epochs_run']} epochs")
 black_table.round(3)
 

@@ -128,9 +128,9 @@ def compile_and_fit(model, train_data, val_data, run):
             run.directory / "best.weights.h5", monitor="val_loss", save_best_only=True, save_weights_only=True
         ),
     ]
-    return model.fit(
-        train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks + run.callbacks(callbacks), verbose=2
-    )
+    # shuffle=False: the engine's tf.data pipeline already reshuffles the training images every epoch, seeded.
+    return model.fit(train_data, validation_data=val_data, epochs=config.epochs, shuffle=False,
+                     callbacks=callbacks + run.callbacks(callbacks), verbose=2)
 
 
 # The registry skips the fit when this network, these settings and this data were trained before.
@@ -172,15 +172,15 @@ best_rnn = study.best(rnn_runs.values())
 other_rnn = next(record for record in rnn_runs.values() if record.key != best_rnn.key)
 between = compare_runs(best_rnn, other_rnn)
 print(f"best RNN: {best_rnn.model}, non-black val mAP {best_rnn.metrics['val']['non_black']['map']:.3f}; "
-      f"{other_rnn.model} {between.difference:+.3f} below it (95% CI {between.low:+.3f} .. {between.high:+.3f}) -> "
-      + ("measurable" if between.measurable else "no measurable difference"))
+      f"{other_rnn.model} {between['difference']:+.3f} below it (95% CI {between['interval'][0]:+.3f} .. {between['interval'][1]:+.3f}) -> "
+      + ("measurable" if between['measurable'] else "no measurable difference"))
 cnn_records = study.records(family="cnn")
 if cnn_records:
     best_cnn = study.best(cnn_records)
     gap = compare_runs(best_rnn, best_cnn)
     print(f"against the best CNN ({best_cnn.model}, {best_cnn.metrics['val']['non_black']['map']:.3f}): "
-          f"{gap.difference:+.3f} (95% CI {gap.low:+.3f} .. {gap.high:+.3f}) -> "
-          + ("measurable" if gap.measurable else "no measurable difference"))
+          f"{gap['difference']:+.3f} (95% CI {gap['interval'][0]:+.3f} .. {gap['interval'][1]:+.3f}) -> "
+          + ("measurable" if gap['measurable'] else "no measurable difference"))
 else:
     print("no CNN in the registry yet: run 02_cnn for the comparison")
 

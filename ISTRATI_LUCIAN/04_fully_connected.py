@@ -122,9 +122,9 @@ def compile_and_fit(model, train_data, val_data, run):
             run.directory / "best.weights.h5", monitor="val_loss", save_best_only=True, save_weights_only=True
         ),
     ]
-    return model.fit(
-        train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks + run.callbacks(callbacks), verbose=2
-    )
+    # shuffle=False: the engine's tf.data pipeline already reshuffles the training images every epoch, seeded.
+    return model.fit(train_data, validation_data=val_data, epochs=config.epochs, shuffle=False,
+                     callbacks=callbacks + run.callbacks(callbacks), verbose=2)
 
 
 # The registry skips the fit when this network, these settings and this data were trained before.
@@ -224,7 +224,7 @@ for name, record in models_04.items():
     row = {"val mAP (non-black)": record.metrics["val"]["non_black"]["map"]}
     if best_cnn is not None:
         effect = compare_runs(record, best_cnn)
-        row.update({"vs best CNN": effect.difference, "measurable": effect.measurable})
+        row.update({"vs best CNN": effect['difference'], "measurable": effect['measurable']})
     rows[name] = row
 print(f"chance (mean positive rate on validation): {chance:.3f}"
       + (f"; best CNN {best_cnn.model}: {best_cnn.metrics['val']['non_black']['map']:.3f}" if best_cnn else ""))

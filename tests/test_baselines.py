@@ -3,14 +3,29 @@
 import numpy as np
 import pytest
 
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.multioutput import MultiOutputClassifier
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.svm import SVC
+
+from contest_study.baselines import estimator_hyperparams, run_estimator
 from contest_study.config import Profile
-from contest_study import baselines
-from contest_study.baselines import run_classical_baseline
 from contest_study.data import ContestData, Split
 from contest_study.registry import FORCE_ENV, Registry
 
 LABELS = ["label_1", "label_2", "label_3"]
-FAST = {"knn": {"k": 3, "pca_components": 5}, "logistic_regression": {"max_iter": 50}}
+ESTIMATORS = {
+    "knn": lambda k=3: make_pipeline(PCA(n_components=5, random_state=0), KNeighborsClassifier(n_neighbors=k)),
+    "logistic_regression": lambda: MultiOutputClassifier(LogisticRegression(max_iter=50)),
+}
+
+
+def fit(registry, data, name="knn", estimator=None, **options):
+    estimator = estimator if estimator is not None else ESTIMATORS[name]()
+    return run_estimator(registry, data, estimator=estimator, name=name, description=f"{name} on the pixels",
+                         seed=options.pop("seed", 0), **options)
 
 
 def make_split(name, n, n_black, rng, labelled=True):
@@ -47,18 +62,16 @@ def no_forced_retraining(monkeypatch):
 @pytest.mark.parametrize("name", ["knn", "logistic_regression"])
 def test_record_is_complete(tmp_path, data, name):
     registry = Registry(tmp_path / "runs")
-    record = run_classical_baseline(registry, data, name=name, seed=3, hyperparams=FAST[name])
+    record = fit(registry, data, name, seed=3)
     assert record.model == name and record.family == "classical"
     assert record.hyperparams == {
-        **baselines.DEFAULT_HYPERPARAMS[name],
-        **FAST[name],
+        **estimator_hyperparams(ESTIMATORS[name]()),
         "black_images": "removed",
         "max_train_images": None,
         "max_eval_images": None,
         "black_image_scores": "training_black_label_rate",
     }
-    assert record.key == Registry.make_key(name, record.hyperparams, "tiny-random", 3)
-    assert record.description
+    assert record.description == f"{name} on the pixels"
     assert record.data["n_train_images"] == 90 - 12 + 1  # the black images but one are dropped
     assert record.data["params"] > 0 and record.data["wall_time_s"] > 0
     assert record.data["epochs_run"] is None
@@ -81,61 +94,55 @@ def test_record_is_complete(tmp_path, data, name):
 
 def test_params_count_what_the_model_keeps(tmp_path, data):
     registry = Registry(tmp_path / "runs")
-    knn = run_classical_baseline(registry, data, name="knn", seed=0, hyperparams=FAST["knn"])
+    knn = fit(registry, data, "knn")
     # 79 stored training vectors of 5 PCA values, plus the 5 x 256 components and the 256-value mean.
     assert knn.data["params"] == 79 * 5 + 5 * 256 + 256
-    logistic = run_classical_baseline(
-        registry, data, name="logistic_regression", seed=0, hyperparams=FAST["logistic_regression"]
-    )
+    logistic = fit(registry, data, "logistic_regression")
     assert logistic.data["params"] == 3 * (256 + 1)
 
 
-def test_finished_baseline_is_reused_and_can_be_forced(tmp_path, data, monkeypatch):
+def test_a_fitted_estimator_is_reused_and_other_parameters_are_another_run(tmp_path, data, monkeypatch):
     registry = Registry(tmp_path / "runs")
-    first = run_classical_baseline(registry, data, name="knn", seed=0, hyperparams=FAST["knn"])
-    built = []
-    original_build = baselines._build
-    monkeypatch.setattr(baselines, "_build", lambda *args: built.append(args) or original_build(*args))
-    again = run_classical_baseline(registry, data, name="knn", seed=0, hyperparams=FAST["knn"])
-    assert built == [] and again.data == first.data
-    forced = run_classical_baseline(registry, data, name="knn", seed=0, hyperparams=FAST["knn"], force=True)
-    assert len(built) == 1 and forced.key == first.key
-    other = run_classical_baseline(registry, data, name="knn", seed=0, hyperparams={**FAST["knn"], "k": 5})
+    first = fit(registry, data, "knn")
+    fitted = []
+    original_fit = KNeighborsClassifier.fit
+    monkeypatch.setattr(KNeighborsClassifier, "fit", lambda self, *a: fitted.append(1) or original_fit(self, *a))
+    again = fit(registry, data, "knn")
+    assert fitted == [] and again.data == first.data
+    forced = fit(registry, data, "knn", force=True)
+    assert len(fitted) == 1 and forced.key == first.key
+    other = fit(registry, data, "knn", estimator=ESTIMATORS["knn"](k=5))
     assert other.key != first.key and len(registry.records()) == 2
 
 
 def test_black_images_kept_and_oracle(tmp_path, data):
     registry = Registry(tmp_path / "runs")
     oracle = {"val": data.val.labels * 0.8 + 0.1, "holdout": data.holdout.labels * 0.8 + 0.1}
-    record = run_classical_baseline(
-        registry, data, name="knn", seed=0, black_images="kept", oracle=oracle, hyperparams=FAST["knn"]
-    )
+    record = fit(registry, data, "knn", black_images="kept", oracle=oracle)
     assert record.data["n_train_images"] == 90
     assert record.hyperparams["black_images"] == "kept"
     assert record.oracle["val"]["all"]["map"] == pytest.approx(1.0)
-    assert "oracle val mAP" in registry.table().columns
 
 
 @pytest.mark.parametrize(
-    "options, message",
+    "options, error, message",
     [
-        ({"name": "svm"}, "unknown classical baseline 'svm'"),
-        ({"name": "knn", "black_images": "some"}, "black_images must be one of removed, kept"),
-        ({"name": "knn", "hyperparams": {"C": 1.0}}, "unknown hyperparameter.*C for knn"),
-        ({"name": "knn", "oracle": {"val": np.zeros((40, 3))}}, "'val' and 'holdout'"),
-        ({"name": "knn", "oracle": {"val": np.zeros((40, 3)), "holdout": np.zeros((3, 3))}}, "oracle\\['holdout'\\]"),
+        ({"estimator": SVC()}, TypeError, "knn: the estimator SVC has no predict_proba"),
+        ({"black_images": "some"}, ValueError, "black_images must be one of removed, kept"),
+        ({"oracle": {"val": np.zeros((40, 3))}}, ValueError, "'val' and 'holdout'"),
+        ({"oracle": {"val": np.zeros((40, 3)), "holdout": np.zeros((3, 3))}}, ValueError, "oracle\\['holdout'\\]"),
     ],
 )
-def test_bad_options_are_named(tmp_path, data, options, message):
-    with pytest.raises(ValueError, match=message):
-        run_classical_baseline(Registry(tmp_path / "runs"), data, seed=0, **options)
+def test_bad_options_are_named(tmp_path, data, options, error, message):
+    with pytest.raises(error, match=message):
+        fit(Registry(tmp_path / "runs"), data, "knn", **options)
 
 
 def test_profile_caps_subsample_and_enter_the_key(tmp_path, data):
     registry = Registry(tmp_path / "runs")
     capped = Profile(name="capped", max_train_images=20, max_eval_images=15, max_epochs=1)
-    full = run_classical_baseline(registry, data, name="knn", seed=3, hyperparams=FAST["knn"])
-    small = run_classical_baseline(registry, data, name="knn", seed=3, hyperparams=FAST["knn"], profile=capped)
+    full = fit(registry, data, "knn", seed=3)
+    small = fit(registry, data, "knn", seed=3, profile=capped)
     assert small.key != full.key
     assert small.data["n_train_images"] == 20 and small.data["profile"] == "capped"
     assert small.metrics["val"]["all"]["n_images"] == 15

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 
 import keras
@@ -18,7 +17,6 @@ from contest_study.training import (
     TrainConfig,
     build_optimizer,
     config_for_profile,
-    experiment_hyperparams,
     fit,
     make_dataset,
     run_experiment,
@@ -60,16 +58,15 @@ def test_config_defaults_and_hyperparams():
     assert (config.optimizer, config.loss, config.train_metric) == ("adam", "binary_crossentropy", "accuracy")
     assert config.lr_schedule == "plateau" and config.output_activation == "sigmoid"
     hp = config.as_hyperparams()
-    assert hp["learning_rate"] == 1e-3 and hp["model_options"] == {}
+    assert hp["learning_rate"] == 1e-3
     assert set(hp) == {f for f in TrainConfig.__dataclass_fields__}
 
 
 def test_config_normalises_what_would_split_one_run_into_two_keys():
-    a = TrainConfig(learning_rate=1, model_options={"units": 32, "dropout": 0.5})
-    b = TrainConfig(learning_rate=1.0, model_options={"dropout": 0.5, "units": 32})
+    a = TrainConfig(learning_rate=1)
+    b = TrainConfig(learning_rate=1.0)
     assert a == b and hash(a) == hash(b)
     assert a.as_hyperparams() == b.as_hyperparams()
-    assert a.as_hyperparams()["model_options"] == {"dropout": 0.5, "units": 32}
     assert isinstance(a.learning_rate, float)
 
 
@@ -89,9 +86,6 @@ def test_config_normalises_what_would_split_one_run_into_two_keys():
         ("train_metric", "auc"),
         ("lr_schedule", "cyclic"),
         ("output_activation", "relu"),
-        ("augment", "yes"),
-        ("model_options", 3),
-        ("model_options", {"augment": True}),
     ],
 )
 def test_config_refuses_bad_values_naming_the_field(field, value):
@@ -101,13 +95,13 @@ def test_config_refuses_bad_values_naming_the_field(field, value):
 
 def test_config_for_profile_takes_epochs_batch_and_patience_from_the_profile():
     smoke = PROFILES["smoke"]
-    config = config_for_profile("smoke", learning_rate=3e-4, augment=True)
+    config = config_for_profile("smoke", learning_rate=3e-4)
     assert (config.epochs, config.batch_size, config.patience) == (
         smoke.max_epochs,
         smoke.batch_size,
         smoke.early_stopping_patience,
     )
-    assert config.learning_rate == 3e-4 and config.augment
+    assert config.learning_rate == 3e-4
     assert config_for_profile(PROFILES["default"]).epochs == PROFILES["default"].max_epochs == 40
     assert config_for_profile("default", epochs=3).epochs == 3
     with pytest.raises(ValueError, match="lerning_rate"):
@@ -281,28 +275,45 @@ def _perfect_oracle(data):
     return {"val": data.val.labels.astype(float), "holdout": data.holdout.labels.astype(float)}
 
 
+def build_small_cnn(input_shape, n_labels):
+    """A notebook-style builder: a named network whose output layer is "labels"."""
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(n_labels, activation="sigmoid", name="labels")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def build_other_cnn(input_shape, n_labels):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(n_labels, activation="sigmoid", name="labels")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def _run(registry, data, **options):
+    arguments = {"build": build_small_cnn, "family": "cnn", "config": TINY, "seed": 0, "verbose": 0, **options}
+    return run_experiment(registry, data, **arguments)
+
+
 def test_run_experiment_stores_a_complete_record_and_reuses_it(contest, tmp_path, monkeypatch):
     registry = Registry(tmp_path / "runs")
     caps = Profile(name="tiny", max_train_images=40, max_eval_images=16, max_epochs=1)
-    record = run_experiment(
-        registry,
-        contest,
-        model_name="cnn_1a",
-        config=TINY,
-        seed=7,
-        oracle=_perfect_oracle(contest),
-        profile=caps,
-        verbose=0,
-    )
+    record = _run(registry, contest, seed=7, oracle=_perfect_oracle(contest), profile=caps, description="tiny CNN")
     data = record.data
-    assert record.model == "cnn_1a" and record.family == "cnn"
-    assert data["description"] == training.get_model_spec("cnn_1a").description
+    assert record.model == "small_cnn" and record.family == "cnn"
+    assert data["description"] == "tiny CNN"
     assert data["profile"] == "tiny" and data["black_images"] == "removed"
     assert data["n_train_images"] == 40
     assert data["epochs_run"] == 1 and data["wall_time_s"] > 0
-    assert data["params"] == training.get_model_spec("cnn_1a").builder().count_params()
+    assert data["params"] == build_small_cnn((64, 64, 1), 3).count_params()
     assert set(data["history"]) >= {"loss", "val_loss"}
-    assert record.hyperparams == experiment_hyperparams(TINY, model_name="cnn_1a", profile=caps)
+    assert record.hyperparams["architecture"] == training.architecture_fingerprint(
+        training.build_for_run(build_small_cnn, (64, 64, 1), 3, seed=0)
+    )
+    assert record.hyperparams["fit_recipe"] == "engine"
     for split in ("val", "holdout"):
         for subset in ("all", "non_black"):
             scores = record.metrics[split][subset]
@@ -315,47 +326,66 @@ def test_run_experiment_stores_a_complete_record_and_reuses_it(contest, tmp_path
 
     predictions = record.predictions()
     assert predictions["val_score"].shape == (16, 3)
-    assert ((predictions["val_score"] >= 0) & (predictions["val_score"] <= 1)).all()
     rows = {image_id: row for row, image_id in enumerate(contest.val.ids)}
     chosen = [rows[image_id] for image_id in predictions["val_ids"]]
     np.testing.assert_array_equal(predictions["val_true"], contest.val.labels[chosen])
     np.testing.assert_array_equal(predictions["val_is_black"], black_mask(contest.val.images[chosen]))
     np.testing.assert_array_equal(predictions["test_ids"], contest.test.ids)  # the test split is never capped
-    for name in ("best.weights.h5", "history.csv", "tensorboard"):
+    for name in ("best.weights.h5", "history.csv", "tensorboard", "model.json"):
         assert (record.path / name).exists()
 
     def no_training(*args, **kwargs):
         raise AssertionError("a stored run must not be trained again")
 
     monkeypatch.setattr(training, "fit", no_training)
-    again = run_experiment(
-        registry,
-        contest,
-        model_name="cnn_1a",
-        config=TINY,
-        seed=7,
-        oracle=_perfect_oracle(contest),
-        profile=caps,
-        verbose=0,
-    )
+    again = _run(registry, contest, seed=7, oracle=_perfect_oracle(contest), profile=caps, description="tiny CNN")
     assert again.key == record.key and again.data == record.data
 
 
+def test_the_saved_architecture_rebuilds_the_network_with_its_weights(contest, tmp_path):
+    record = _run(Registry(tmp_path / "runs"), contest)
+    rebuilt = training.model_from_record(record, weights=True)
+    assert rebuilt.to_json() == training.build_for_run(build_small_cnn, (64, 64, 1), 3, seed=0).to_json()
+    scores = rebuilt.predict(contest.val.images, verbose=0)
+    predictions = record.predictions()
+    rows = {image_id: row for row, image_id in enumerate(contest.val.ids)}
+    non_black = ~predictions["val_is_black"].astype(bool)
+    chosen = [rows[image_id] for image_id in predictions["val_ids"][non_black]]
+    np.testing.assert_allclose(scores[chosen], predictions["val_score"][non_black], atol=1e-5)
+    # A later notebook retrains the same architecture from the record: the same key.
+    again = _run(Registry(tmp_path / "runs"), contest, build=training.builder_from_record(record))
+    assert again.key == record.key
+
+
+def test_the_key_follows_the_architecture_the_settings_and_a_notebooks_recipe(contest, tmp_path):
+    registry = Registry(tmp_path / "runs")
+    first = _run(registry, contest)
+    other_network = _run(registry, contest, build=build_other_cnn)
+    other_settings = _run(registry, contest, config=dataclasses.replace(TINY, learning_rate=1e-2))
+
+    def compile_and_fit(model, train_data, val_data, run):
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=1)]
+        return model.fit(train_data, validation_data=val_data, epochs=1, verbose=0,
+                         callbacks=callbacks + run.callbacks(callbacks))
+
+    recipe = _run(registry, contest, fit_recipe=compile_and_fit)
+    assert len({first.key, other_network.key, other_settings.key, recipe.key}) == 4
+    assert recipe.hyperparams["fit_recipe"] != "engine"
+    assert (recipe.path / "history.csv").exists() and recipe.data["epochs_run"] == 1
+
+
 def test_same_seed_same_metrics(contest, tmp_path):
-    # Augmentation and dropout on: their random draws must follow the seed too.
-    config = TrainConfig(epochs=1, batch_size=16, augment=True)
-    first = run_experiment(Registry(tmp_path / "a"), contest, model_name="cnn_1a", config=config, seed=3, verbose=0)
-    second = run_experiment(Registry(tmp_path / "b"), contest, model_name="cnn_1a", config=config, seed=3, verbose=0)
+    first = _run(Registry(tmp_path / "a"), contest, seed=3)
+    second = _run(Registry(tmp_path / "b"), contest, seed=3)
     assert first.key == second.key
     for split in ("val", "holdout"):
         for label, ap in first.metrics[split]["all"]["ap"].items():
             assert second.metrics[split]["all"]["ap"][label] == pytest.approx(ap, abs=1e-5)
     np.testing.assert_allclose(first.predictions()["val_score"], second.predictions()["val_score"], atol=1e-5)
-    for name, values in first.data["history"].items():
-        np.testing.assert_allclose(second.data["history"][name], values, atol=1e-5)
 
 
-def test_kept_black_images_and_three_channels_are_other_runs(contest, tmp_path, monkeypatch):
+def test_kept_black_images_three_channels_and_a_label_budget_are_other_runs(contest, tmp_path, monkeypatch):
     monitored = []
 
     def watching_fit(model, train_split, val_split, *args, **kwargs):
@@ -364,8 +394,8 @@ def test_kept_black_images_and_three_channels_are_other_runs(contest, tmp_path, 
 
     monkeypatch.setattr(training, "fit", watching_fit)
     registry = Registry(tmp_path / "runs")
-    removed = run_experiment(registry, contest, model_name="cnn_1a", config=TINY, seed=0, verbose=0)
-    kept = run_experiment(registry, contest, model_name="cnn_1a", config=TINY, seed=0, black_images="kept", verbose=0)
+    removed = _run(registry, contest)
+    kept = _run(registry, contest, black_images="kept")
     assert removed.key != kept.key
     n_black = int(black_mask(contest.train.images).sum())
     assert kept.data["n_train_images"] == len(contest.train)
@@ -373,75 +403,50 @@ def test_kept_black_images_and_three_channels_are_other_runs(contest, tmp_path, 
     # Early stopping watches validation images of the kind trained on; scores cover all of them.
     n_val_black = int(black_mask(contest.val.images).sum())
     assert monitored == [0, n_val_black]
-    assert removed.data["n_monitored_val_images"] == len(contest.val) - n_val_black
-    assert kept.data["n_monitored_val_images"] == len(contest.val)
     assert removed.metrics["val"]["all"]["n_images"] == kept.metrics["val"]["all"]["n_images"] == len(contest.val)
-    rgb = run_experiment(registry, contest, model_name="cnn_1a", config=TINY, seed=0, input_channels=3, verbose=0)
+    rgb = _run(registry, contest, input_channels=3)
     assert rgb.hyperparams["input_channels"] == 3 and rgb.data["input_channels"] == 3
     assert rgb.predictions()["holdout_score"].shape == (len(contest.holdout), 3)
-    assert len({removed.key, kept.key, rgb.key}) == 3
+    budget = _run(registry, contest, train_fraction=0.5)
+    assert budget.data["n_train_images"] == round(0.5 * removed.data["n_train_images"])
+    assert len({removed.key, kept.key, rgb.key, budget.key}) == 4
+
+
+def test_a_softmax_head_changes_only_the_output_activation(contest, tmp_path):
+    sigmoid = training.build_for_run(build_small_cnn, (64, 64, 1), 3, seed=0)
+    softmax = training.build_for_run(build_small_cnn, (64, 64, 1), 3, seed=0, output_activation="softmax")
+    assert softmax.get_layer("labels").activation.__name__ == "softmax"
+    assert softmax.count_params() == sigmoid.count_params()
+
+    def no_labels_layer(input_shape, n_labels):
+        inputs = keras.Input(shape=input_shape)
+        return keras.Model(inputs, keras.layers.Dense(n_labels)(keras.layers.Flatten()(inputs)), name="anonymous")
+
+    with pytest.raises(ValueError, match="no output layer named 'labels'"):
+        training.build_for_run(no_labels_layer, (64, 64, 1), 3, seed=0, output_activation="softmax")
 
 
 @pytest.mark.parametrize(
     "options, error, message",
     [
-        ({"model_name": "cnn_9"}, ValueError, "unknown model"),
         ({"black_images": "some"}, ValueError, "black_images"),
         ({"input_channels": 2}, ValueError, "input_channels"),
         ({"config": {"epochs": 1}}, TypeError, "TrainConfig"),
         ({"oracle": {"val": np.zeros((3, 3))}}, ValueError, "oracle"),
         ({"oracle": "oracle"}, ValueError, "oracle"),
         ({"profile": "huge"}, ValueError, "unknown profile"),
+        ({"train_fraction": 0}, ValueError, "train_fraction"),
+        ({"build": lambda input_shape, n_labels: "not a model"}, TypeError, "must return a keras.Model"),
     ],
 )
 def test_run_experiment_refuses_bad_options_before_training(contest, tmp_path, options, error, message):
-    arguments = {"model_name": "fc_3a", "config": TINY, "seed": 0, **options}
     with pytest.raises(error, match=message):
-        run_experiment(Registry(tmp_path / "runs"), contest, **arguments)
-    assert not (tmp_path / "runs").exists()
+        _run(Registry(tmp_path / "runs"), contest, **options)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_oracle_of_the_wrong_size_is_refused(contest, tmp_path):
     oracle = _perfect_oracle(contest)
     oracle["holdout"] = oracle["holdout"][:-1]
     with pytest.raises(ValueError, match="oracle\\['holdout'\\]"):
-        run_experiment(Registry(tmp_path), contest, model_name="fc_3a", config=TINY, seed=0, oracle=oracle)
-
-
-def test_architecture_fingerprint_is_stable_and_follows_the_network():
-    config = TrainConfig()
-    first = training.architecture_fingerprint("cnn_1a", config)
-    assert training.architecture_fingerprint("cnn_1a", config) == first
-    assert training.architecture_fingerprint("cnn_1b", config) != first
-    assert training.architecture_fingerprint("cnn_1a", TrainConfig(model_options={"dropout": 0.1})) != first
-
-
-def test_architecture_fingerprint_builds_each_architecture_once(monkeypatch):
-    spec = training.get_model_spec("fc_3a")
-    built = []
-
-    def counting_builder(**arguments):
-        built.append(arguments)
-        return spec.builder(**arguments)
-
-    monkeypatch.setattr(training, "get_model_spec", lambda name: dataclasses.replace(spec, builder=counting_builder))
-    config = TrainConfig()
-    first = training.architecture_fingerprint("fc_3a", config)
-    # Training settings do not change the network: looked up again, it is not rebuilt.
-    for other in (TrainConfig(epochs=3, learning_rate=1e-2, optimizer="sgd", batch_size=32), config):
-        assert training.architecture_fingerprint("fc_3a", other) == first
-    assert len(built) == 1
-    # The value is the hash of the network's Keras config, as computed without the cache.
-    keras.backend.clear_session()
-    model = spec.builder(input_shape=(64, 64, 1), n_labels=3, augment=False, output_activation="sigmoid")
-    assert first == hashlib.sha256(model.to_json().encode()).hexdigest()[:12]
-    # Whatever changes the network gives another fingerprint, each built once.
-    others = [
-        training.architecture_fingerprint("fc_3a", TrainConfig(model_options={"dropout": 0.1})),
-        training.architecture_fingerprint("fc_3a", TrainConfig(augment=True)),
-        training.architecture_fingerprint("fc_3a", config, input_shape=(64, 64, 3)),
-        training.architecture_fingerprint("fc_3a", config, n_labels=4),
-    ]
-    assert len({first, *others}) == 5 and len(built) == 5
-    assert training.architecture_fingerprint("fc_3a", TrainConfig(model_options={"dropout": 0.1})) == others[0]
-    assert len(built) == 5
+        _run(Registry(tmp_path), contest, oracle=oracle)
