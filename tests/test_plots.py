@@ -200,8 +200,6 @@ def test_label_cooccurrence_annotates_conditional_rates_and_counts():
     assert cells[1] == "0.67\n(n=2)" and cells[3] == "0.67\n(n=2)"
     assert cells[6].startswith("–")
     assert "P(column label | row label)" in heat_ax.get_title()
-    counts = plots.label_cooccurrence(labels, LABELS, normalize=False)
-    assert [text.get_text() for text in counts.axes[0].texts][:3] == ["3", "2", "0"]
 
 
 def test_black_image_labels_shows_balance_and_combinations(labels):
@@ -418,9 +416,8 @@ def test_denoising_grid_rejects_mismatched_inputs(rng):
 class FakeRecord:
     """The RunRecord attributes the plots read, and nothing else."""
 
-    def __init__(self, model, key, predictions, thresholds=None, history=None):
+    def __init__(self, model, key, predictions, thresholds=None):
         self.model, self.key, self.thresholds = model, key, thresholds
-        self.history = history if history is not None else pd.DataFrame()
         self._predictions = predictions
 
     def predictions(self):
@@ -477,12 +474,6 @@ def test_prediction_grid_from_record_looks_images_up_by_id(record_predictions):
         plots.prediction_grid_from_record(record, ids[:2], images[:2], LABELS)
 
 
-def test_learning_curves_from_records(record_predictions):
-    history = pd.DataFrame({"loss": [1.0, 0.5], "val_loss": [1.2, 0.9]})
-    fig = plots.learning_curves_from_records([FakeRecord("cnn", "k", record_predictions, history=history)])
-    assert [text.get_text() for text in fig.axes[0].get_legend().get_texts()] == ["cnn train", "cnn validation"]
-
-
 def test_denoising_grid_compares_uint8_and_float_batches_on_one_scale(rng):
     clean = (rng.random((2, 16, 16)) * 255).astype(np.uint8)
     fig = plots.denoising_grid(clean, clean, clean.astype(np.float32) / 255, n=2)
@@ -512,3 +503,11 @@ def test_record_thresholds_must_name_every_label(record_predictions):
     record = FakeRecord("cnn", "k", record_predictions, thresholds={"cat": 0.5, "dog": 0.5})
     with pytest.raises(ValueError, match=r"no threshold for \['bird'\]"):
         plots.confusion_matrices_from_record(record, LABELS, split="val")
+
+
+def test_learning_curves_show_loss_and_pr_auc_when_logged():
+    history = pd.DataFrame({"loss": [0.7, 0.6], "accuracy": [0.6, 0.7], "pr_auc": [0.4, 0.5],
+                            "val_loss": [0.7, 0.65], "val_accuracy": [0.6, 0.6], "val_pr_auc": [0.4, 0.45]})
+    fig = plots.learning_curves({"cnn": history})
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "PR-AUC (the contest's mAP, approximated)"]
+    assert [list(line.get_ydata()) for line in fig.axes[1].lines] == [[0.4, 0.5], [0.4, 0.45]]

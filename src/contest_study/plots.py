@@ -18,7 +18,6 @@ images may be ``(N, H, W)``, ``(N, H, W, 1)`` or ``(N, H, W, 3)`` arrays in
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,6 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, multilabel_confusion_matrix
+
+from contest_study.files import atomic_output
 
 SAVE_DPI = 120
 GRID_COLUMNS = 8
@@ -47,26 +48,17 @@ PREDICTION_SPLITS = ("val", "holdout")
 def save_figure(fig: Figure, name: str, figures_dir: str | os.PathLike) -> Path:
     """Write ``fig`` to ``<figures_dir>/<name>.png`` and return that path.
 
-    The PNG is rendered into a temporary file beside the target and moved over
-    it with :func:`os.replace`, so a reader never sees a half-written image and
-    an existing figure is only replaced once the new one is complete.
+    Written with the study's atomic-write helper: an existing figure is only
+    replaced once the new one is complete.
     """
     if not isinstance(fig, Figure):
         raise TypeError(f"save_figure expects a matplotlib Figure, got {type(fig).__name__}")
     stem = str(name).removesuffix(".png")
     if not stem or stem in {".", ".."} or "/" in stem or "\\" in stem:
         raise ValueError(f"figure name {name!r} must be a plain file name without folders")
-    directory = Path(figures_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{stem}.png"
-    handle, temporary = tempfile.mkstemp(prefix=f".{stem}.", suffix=".png.tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            fig.savefig(stream, format="png", dpi=SAVE_DPI, bbox_inches="tight")
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    target = Path(figures_dir) / f"{stem}.png"
+    with atomic_output(target) as temporary:
+        fig.savefig(temporary, format="png", dpi=SAVE_DPI, bbox_inches="tight")
     return target
 
 
@@ -264,35 +256,25 @@ def _annotated_heatmap(ax, frame: pd.DataFrame, annotations: np.ndarray, *, cmap
                 color=color, fontstyle=style)
 
 
-def label_cooccurrence(labels, label_names: Sequence[str], normalize: bool = True) -> Figure:
-    """Heatmap of how labels occur together.
+def label_cooccurrence(labels, label_names: Sequence[str]) -> Figure:
+    """Heatmap of P(label j | label i) (row i, column j), each cell annotated with the co-occurrence count.
 
-    With ``normalize`` each cell (row i, column j) is P(label j | label i) and is
-    annotated with the co-occurrence count as well; otherwise the counts alone.
     A label with no positives gets an empty row.
     """
     labels = _as_binary_labels(labels, label_names)
     counts = labels.T @ labels
-    if normalize:
-        given = np.diag(counts).astype(float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            values = np.where(given[:, None] > 0, counts / given[:, None], np.nan)
-        annotations = np.array([[("–" if np.isnan(values[i, j]) else f"{values[i, j]:.2f}") + f"\n(n={counts[i, j]})"
-                                 for j in range(len(label_names))] for i in range(len(label_names))])
-        title = f"P(column label | row label), {len(labels)} images"
-        colorbar_label, value_range = "conditional probability", (0.0, 1.0)
-    else:
-        values = counts.astype(float)
-        annotations = counts.astype(str)
-        title = f"Label co-occurrence counts, {len(labels)} images"
-        colorbar_label, value_range = "images", (0.0, max(float(counts.max(initial=0)), 1.0))
+    given = np.diag(counts).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.where(given[:, None] > 0, counts / given[:, None], np.nan)
+    annotations = np.array([[("–" if np.isnan(values[i, j]) else f"{values[i, j]:.2f}") + f"\n(n={counts[i, j]})"
+                             for j in range(len(label_names))] for i in range(len(label_names))])
     size = 1.6 + 1.3 * len(label_names)
     fig, ax = plt.subplots(figsize=(size + 1.2, size), layout="constrained")
     _annotated_heatmap(ax, pd.DataFrame(values, index=list(label_names), columns=list(label_names)), annotations,
-                       cmap="Blues", value_range=value_range, colorbar_label=colorbar_label, square=True)
+                       cmap="Blues", value_range=(0.0, 1.0), colorbar_label="conditional probability", square=True)
     ax.set_xlabel("label j (column)")
     ax.set_ylabel("given label i (row)")
-    ax.set_title(title)
+    ax.set_title(f"P(column label | row label), {len(labels)} images")
     return fig
 
 
@@ -502,11 +484,14 @@ def _epochs(history: pd.DataFrame) -> np.ndarray:
 
 
 def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
-    """Loss and each training metric per epoch: one panel per quantity, one colour per model.
+    """Loss and the contest's metric per epoch: one panel per quantity, one colour per model.
 
-    Solid lines are the training values, dashed lines the validation values
-    (``val_<name>`` columns); a learning-rate panel is added when the histories
-    logged one. Models with an empty history (e.g. k-NN baselines) are left out.
+    When the histories logged ``pr_auc`` (Keras' PR-AUC, an approximation of the
+    mean average precision the study scores with), the panels are the loss and the
+    PR-AUC; otherwise the loss and every training metric logged. Solid lines are the
+    training values, dashed lines the validation values (``val_<name>`` columns); a
+    learning-rate panel is added when the histories logged one. Models with an empty
+    history (e.g. k-NN baselines) are left out.
     """
     title = "Learning curves"
     usable = {model: history for model, history in histories.items() if history is not None and len(history)}
@@ -515,6 +500,8 @@ def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
     quantities: list[str] = []
     for history in usable.values():
         quantities += [name for name in _metric_names(history) if name not in quantities]
+    if "pr_auc" in quantities:
+        quantities = [name for name in quantities if name in ("loss", "pr_auc")]
     rate_column = next((column for column in ("learning_rate", "lr")
                         if any(column in history.columns for history in usable.values())), None)
     panels = quantities + ([rate_column] if rate_column else [])
@@ -532,6 +519,8 @@ def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
         if quantity == rate_column:
             ax.set_yscale("log")
             ax.set_title("learning rate")
+        elif quantity == "pr_auc":
+            ax.set_title("PR-AUC (the contest's mAP, approximated)")
         else:
             ax.set_title(quantity)
         ax.set_xlabel("epoch")
@@ -631,7 +620,9 @@ def heatmap(table: pd.DataFrame, index: str, columns: str, values: str, title: s
                 annotations[i, j] = format(finite[i, j], fmt)
             else:
                 annotations[i, j] = "failed" if runs.iat[i, j] > 0 else "not run"
-    fig, ax = plt.subplots(figsize=(2.0 + 1.3 * finite.shape[1], 1.4 + 0.7 * finite.shape[0]),
+    # Rows shrink as they multiply (08 shows every run of the study), down to a legible 0.3 inch.
+    row_height = max(0.3, 0.7 - 0.01 * finite.shape[0])
+    fig, ax = plt.subplots(figsize=(2.0 + 1.3 * finite.shape[1], 1.4 + row_height * finite.shape[0]),
                            layout="constrained")
     has_values = bool(np.isfinite(finite).any())
     value_range = (float(np.nanmin(finite)), float(np.nanmax(finite))) if has_values else (0.0, 1.0)
@@ -707,11 +698,6 @@ def precision_recall_curves_from_records(records: Sequence, label_names: Sequenc
         arrays = _record_arrays(record, split, non_black)
         curves[name] = (arrays["true"], arrays["score"])
     return precision_recall_curves(curves, label_names)
-
-
-def learning_curves_from_records(records: Sequence) -> Figure:
-    """:func:`learning_curves` of the training histories of registry records."""
-    return learning_curves({name: record.history for name, record in zip(_record_names(records), records)})
 
 
 def _record_thresholds(record, label_names: Sequence[str]) -> np.ndarray:
