@@ -623,6 +623,16 @@ def test_command_line_runs_syncs_and_zips_a_mini_project(project, make_contest_f
     assert "report (PDF)" in printed and "report (HTML)" in printed and "not delivered in this run:" in printed
     assert "report section 01_tiny: not executed yet" in printed
 
+    # Again with nothing changed: nothing is executed or rebuilt, and the same gaps are reported.
+    report_stamp = (report_dir / "report.pdf").stat().st_mtime_ns
+    assert SCRIPT.main(
+        ["--profile", "smoke", "--data-dir", str(data_dir), "--notebooks", "2", "--name", "DOE_JANE", "--seed", "7"]
+    ) == 0
+    printed = capsys.readouterr().out
+    assert "02_probe: up to date" in printed and "report: up to date" in printed
+    assert "report section 01_tiny: not executed yet" in printed
+    assert (report_dir / "report.pdf").stat().st_mtime_ns == report_stamp
+
 
 def _point_script_at(project, monkeypatch):
     """The script exports the repository it lives in; here, the mini-project stands in for it."""

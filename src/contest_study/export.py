@@ -74,6 +74,9 @@ ROOT_DOC_FILES = ("README.md", PDF_NAME, HTML_NAME)
 # Never in a submission, wherever they are: data, weights, notebooks, bytecode.
 FORBIDDEN_SUFFIXES = (".png", ".jpg", ".jpeg", ".npz", ".npy", ".csv", ".h5", ".keras", ".ipynb", ".pyc", ".pkl")
 
+# Beside the report: a hash of what it was built from, so an unchanged report is not rebuilt.
+REPORT_STAMP = "inputs.json"
+
 # Cells running longer than this get their own progress line.
 SLOW_CELL_SECONDS = 30.0
 # Tail of a failing cell's traceback shown in the error (the partial notebook has it all).
@@ -1023,15 +1026,18 @@ def export_submission(
         selected = select_notebooks(pairs, notebooks)
         resolved_data = resolve_data_dir(data_dir, layout.output_root)
         parameters = RunParameters(profile=profile, data_dir=resolved_data, workdir=layout.output_root, seed=seed)
+        code_digest = package_digest(layout.package_dir)
         keys = execution_keys(
             pairs,
             parameters=parameters,
-            code_digest=package_digest(layout.package_dir),
+            code_digest=code_digest,
             data_fingerprint=data_fingerprint(resolved_data, layout.cache_dir, seed),
         )
         executed = execute_all(selected, layout, parameters, keys=keys, force=force_retrain, parallel=parallel)
         predictions = _write_test_predictions(layout, out_dir=out_dir, name=name, parameters=parameters, missing=missing)
-        reports = _build_report(layout, [pair.name for pair in pairs], parameters, name=name, missing=missing)
+        reports = _build_report(
+            layout, [pair.name for pair in pairs], parameters, name=name, code_digest=code_digest, missing=missing
+        )
 
     zip_path = out_dir / f"{name}.zip"
     if reports and all(path.suffix == ".html" for path in reports):
@@ -1086,9 +1092,31 @@ def _write_test_predictions(layout: ProjectLayout, *, out_dir: Path, name: str, 
 
 
 def _build_report(
-    layout: ProjectLayout, names: Sequence[str], parameters: RunParameters, *, name: str, missing: list
+    layout: ProjectLayout, names: Sequence[str], parameters: RunParameters, *, name: str, code_digest: str,
+    missing: list,
 ) -> list[Path]:
-    """Build the report from the executed notebooks of this run; the files written (PDF first)."""
+    """Build the report from the executed notebooks of this run; the files written (PDF first).
+
+    A report built from the same executed copies, code, run and author is kept as it is.
+    """
+    stamp_file = layout.report_dir / REPORT_STAMP
+    inputs = hashlib.sha256(json.dumps({
+        "copies": {notebook: _sha256(layout.executed_dir / f"{notebook}.ipynb") for notebook in names},
+        "code": code_digest,
+        "run": parameters.identity(),
+        "author": name,
+    }, sort_keys=True).encode()).hexdigest()
+    try:
+        stamp = json.loads(stamp_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stamp = {}
+    built = [path for path in layout.report_files if path.is_file()]
+    if stamp.get("inputs") == inputs and built:
+        _say("report: up to date (no executed notebook changed), not rebuilt")
+        missing.extend(tuple(entry) for entry in stamp.get("missing", []))
+        return built
+    stamp_file.unlink(missing_ok=True)
+    already_missing = len(missing)
     _say(f"report: building {_display(layout.report_dir, layout.output_root)}/ from the executed notebooks ...")
     try:
         result = build_report(
@@ -1116,6 +1144,7 @@ def _build_report(
         f"report: {len(result.included)} notebooks, {result.prose_words} words of prose, "
         f"built in {format_duration(result.seconds)}"
     )
+    write_text_atomic(stamp_file, json.dumps({"inputs": inputs, "missing": missing[already_missing:]}) + "\n")
     return result.files
 
 
