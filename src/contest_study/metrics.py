@@ -25,11 +25,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, precision_recall_curve
 
-# A run "failed to learn" when it closes less than this share of the gap between guessing
-# (the chance mAP of constant scores) and its yardstick (the best trial of a tuning table,
-# or the oracle in the summary).
-FAILURE_GAP_FRACTION = 0.1
-
 # Used for a label whose threshold cannot be tuned (no positive example in the tuning set).
 DEFAULT_THRESHOLD = 0.5
 
