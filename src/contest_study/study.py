@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -234,6 +235,8 @@ def open_study(
     there on first use; a folder given by the user is read as it is and never written to.
     """
     context = context or study_context(profile=profile, data_dir=data_dir, workdir=workdir, seed=seed)
+    # On a GPU, TensorFlow trains there without being asked; mixed precision is the profile's choice.
+    keras.mixed_precision.set_global_policy("mixed_float16" if context.profile.mixed_precision else "float32")
     if data_dir is None and not context.data_dir.exists():
         print(f"generating the embedded dataset in {context.data_dir} (first use, about a minute)")
         ensure_dataset(context.data_dir)

@@ -553,18 +553,18 @@ def _predict_splits(model: keras.Model, splits, channels: int, batch_size: int) 
     return [next(parts) if split is not None and len(split) else None for split in splits]
 
 
-def with_output_activation(model: keras.Model, activation: str) -> keras.Model:
-    """``model`` with the activation of its output layer (named ``"labels"``) replaced.
+def with_output_layer(model: keras.Model, **settings) -> keras.Model:
+    """``model`` with settings of its output layer (named ``"labels"``) replaced, e.g. its activation.
 
     The hyperparameter grid's categorical cross-entropy needs a softmax head on the same
-    architecture; rebuilding from the Keras config changes that one setting and nothing else.
+    architecture, and mixed precision a float32 head; rebuilding from the Keras config
+    changes those settings and nothing else.
     """
     config = json.loads(model.to_json())
-    layers = config["config"]["layers"]
-    outputs = [layer for layer in layers if layer["config"].get("name") == OUTPUT_LAYER]
+    outputs = [layer for layer in config["config"]["layers"] if layer["config"].get("name") == OUTPUT_LAYER]
     if not outputs:
-        raise ValueError(f"model {model.name!r} has no output layer named {OUTPUT_LAYER!r} to set to {activation!r}")
-    outputs[0]["config"]["activation"] = activation
+        raise ValueError(f"model {model.name!r} has no output layer named {OUTPUT_LAYER!r} to change {sorted(settings)}")
+    outputs[0]["config"].update(settings)
     return keras.models.model_from_json(json.dumps(config))
 
 
@@ -573,6 +573,7 @@ def build_for_run(build, input_shape, n_labels: int, *, seed: int, output_activa
 
     The fresh session resets the layer-name counters, so the same builder gives the same
     Keras config (the run's fingerprint) in any process; the seed fixes the initial weights.
+    Under a mixed-precision policy the output layer computes in float32, as Keras advises.
     """
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(seed)
@@ -580,7 +581,9 @@ def build_for_run(build, input_shape, n_labels: int, *, seed: int, output_activa
     if not isinstance(model, keras.Model):
         raise TypeError(f"the builder {getattr(build, '__name__', build)!r} must return a keras.Model, got {type(model).__name__}")
     if output_activation != "sigmoid":
-        model = with_output_activation(model, output_activation)
+        model = with_output_layer(model, activation=output_activation)
+    if keras.mixed_precision.global_policy().name != "float32":
+        model = with_output_layer(model, dtype="float32")
     return model
 
 
