@@ -16,7 +16,10 @@ from packaging.utils import canonicalize_name
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPOSITORY / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-LOCAL_MODULES = {"contest_study", "conftest"}
+FOLDERS = ("src", "scripts", "tests", "ISTRATI_LUCIAN")
+SOURCES = sorted(path for folder in FOLDERS for path in (REPOSITORY / folder).rglob("*.py"))
+# The package and the helper modules beside the tests and scripts.
+LOCAL_MODULES = {"contest_study", *(path.stem for path in SOURCES)}
 
 _spec = importlib.util.spec_from_file_location("write_environment", REPOSITORY / "scripts" / "write_environment.py")
 write_environment = importlib.util.module_from_spec(_spec)
@@ -36,8 +39,7 @@ def locked_versions() -> dict[str, str]:
 def imported_top_level_modules() -> dict[str, Path]:
     """Every absolute import of the package, the scripts, the tests and the notebook twins."""
     modules = {}
-    folders = ("src", "scripts", "tests", "ISTRATI_LUCIAN")
-    for path in sorted(p for folder in folders for p in (REPOSITORY / folder).rglob("*.py")):
+    for path in SOURCES:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
