@@ -83,7 +83,7 @@ PROFILES: dict[str, Profile] = {
     # The cap is far above the epoch where validation loss stops improving, so every
     # run ends by early stopping: a converged network, not one cut short.
     "default": Profile(name="default", max_train_images=None, max_eval_images=None, max_epochs=40,
-                       tuning_train_fraction=0.3),
+                       tuning_train_fraction=0.25),
     "full": Profile(name="full", max_train_images=None, max_eval_images=None, max_epochs=100,
                     autoencoder_max_epochs=100, backbone_max_train_images=None, backbone_max_epochs=100,
                     tuning_full_grid=True, sklearn_dropouts=(0.0, 0.2, 0.4, 0.6),
