@@ -64,7 +64,7 @@ import numpy as np
 import pandas as pd
 from keras import layers
 
-from contest_study import autoencoder, transfer
+from contest_study import autoencoder, evaluation, transfer
 from contest_study.data import black_mask
 from contest_study.study import open_study
 
@@ -145,8 +145,9 @@ def fit_in_plain_view(model, train_data, val_data, run):
         keras.callbacks.ModelCheckpoint(str(run.directory / "best.weights.h5"), monitor="val_loss",
                                         save_best_only=True, save_weights_only=True),
     ]
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="binary_crossentropy",
-                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=keras.losses.BinaryCrossentropy(),
+                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy"),
+                           keras.metrics.AUC(curve="PR", multi_label=True, name="pr_auc")])
     model.fit(train_data, validation_data=val_data, epochs=config.epochs,
               callbacks=callbacks + run.callbacks(watched=callbacks), verbose=2)
 
@@ -181,7 +182,7 @@ def non_black_val(record):
 rows = []
 for (start, fraction), record in encoder_runs.items():
     scores = non_black_val(record)
-    interval = scores.get("map_ci")
+    interval = scores.get("map_ci95")
     rows.append({"budget": fraction, "start": start, "training images": record.data["n_train_images"],
                  "val mAP (non-black)": scores["map"],
                  "95% CI low": interval[0] if interval else np.nan, "95% CI high": interval[1] if interval else np.nan,
@@ -207,45 +208,45 @@ figure
 
 # %% [markdown]
 # Where does pretraining help? A difference only counts when it is larger
-# than the noise of the measurement: the paired bootstrap of the validation
-# images below resamples the same images for both runs, and a difference
-# whose 95 % interval contains 0 is no measurable difference.
+# than the noise of the measurement: `evaluation.compare_runs` resamples the
+# same non-black validation images for both runs (a paired bootstrap), and a
+# difference whose 95 % interval contains 0 is no measurable difference.
 
 # %%
-def paired_bootstrap(record_a, record_b, n_resamples=1000):
-    """mAP difference (a - b) on the non-black validation images and its 95 % bootstrap interval."""
-    from sklearn.metrics import average_precision_score
-
-    a, b = record_a.predictions(), record_b.predictions()
-    keep = ~a["val_is_black"]
-    truth, score_a, score_b = a["val_true"][keep], a["val_score"][keep], b["val_score"][keep]
-    generator = np.random.default_rng(seed)
-    differences = []
-    for _ in range(n_resamples):
-        rows = generator.integers(0, len(truth), len(truth))
-        labels = [k for k in range(truth.shape[1]) if 0 < truth[rows, k].sum() < len(rows)]
-        differences.append(np.mean([average_precision_score(truth[rows, k], score_a[rows, k])
-                                    - average_precision_score(truth[rows, k], score_b[rows, k]) for k in labels]))
-    observed = non_black_val(record_a)["map"] - non_black_val(record_b)["map"]
-    return observed, *np.percentile(differences, [2.5, 97.5])
-
-
+verdicts = {}
 for fraction in settings.label_budgets:
-    difference, low, high = paired_bootstrap(encoder_runs["pretrained", fraction], encoder_runs["from scratch", fraction])
-    print(f"budget {fraction:.0%}: pretrained - scratch = {difference:+.3f} mAP (95% CI {low:+.3f} to {high:+.3f}): ", end="")
-    if low > 0:
-        print("pretraining helps.")
-    elif high < 0:
-        print("pretraining hurts.")
+    comparison = evaluation.compare_runs(encoder_runs["pretrained", fraction], encoder_runs["from scratch", fraction])
+    low, high = comparison["interval"]
+    if not comparison["measurable"]:
+        verdicts[fraction] = "no measurable difference"
+    elif comparison["difference"] > 0:
+        verdicts[fraction] = "pretraining helps"
     else:
-        print("no measurable difference.")
+        verdicts[fraction] = "pretraining hurts"
+    print(f"{fraction:.0%} of the labels: pretrained - from scratch = {comparison['difference']:+.3f} mAP "
+          f"(95% interval {low:+.3f} to {high:+.3f}, {comparison['n_images']} images): {verdicts[fraction]}")
 
 # %% [markdown]
-# Pretraining can only help where the labels are too few to learn the
-# first layers from: the smaller the budget, the more the autoencoder's
-# filters are worth. With every label, both networks can learn those filters
-# themselves, and a difference, if any, says more about where each start
-# leads the same recipe than about the value of the unlabelled images.
+# Pretraining can only help where the labels are too few to learn the first
+# layers from, so any gain should shrink as the budget grows. The verdicts
+# above, budget by budget, say whether that is what happened here:
+
+# %%
+helped = [fraction for fraction, verdict in verdicts.items() if verdict == "pretraining helps"]
+hurt = [fraction for fraction, verdict in verdicts.items() if verdict == "pretraining hurts"]
+
+
+def budgets(fractions):
+    return ", ".join(f"{fraction:.0%}" for fraction in fractions) or "no budget"
+
+
+print(f"Pretraining helps at {budgets(helped)} and hurts at {budgets(hurt)} of the labels; "
+      "elsewhere the difference is within the noise.")
+if helped and max(helped) < 1:
+    print("It helps only below the full budget: where labels are few, the filters learnt from the unlabelled "
+          "images stand in for what the labels cannot teach; with every label the network learns them itself.")
+elif not helped:
+    print("At these budgets the unlabelled images gave the encoder no head start that the labels could not give it.")
 
 # %% [markdown]
 # ## ImageNet transfer: MobileNetV2
