@@ -75,10 +75,10 @@ class FolderProblems(DataError):
     def __init__(self, data_dir: Path, problems: list[Problem]):
         self.data_dir = data_dir
         self.problems = problems
-        super().__init__(problem_report(data_dir, problems))
+        super().__init__(_problem_report(data_dir, problems))
 
 
-def problem_report(data_dir: Path, problems: list[Problem]) -> str:
+def _problem_report(data_dir: Path, problems: list[Problem]) -> str:
     """The problems grouped by kind (in the order first met), at most MAX_PROBLEMS lines of them."""
     kinds = Counter(problem.kind for problem in problems)
     per_kind = max(1, MAX_PROBLEMS // len(kinds))
@@ -356,7 +356,7 @@ def _candidate_dirs(key: str, data_dir: Path, image_dir: Path | None) -> list[Pa
     return [data_dir / name for name in names if (data_dir / name).is_dir()] + [data_dir]
 
 
-def _resolve_images(table: _Table, places: list[_Place], skip: set[int], roots: list[str], problems: _Problems) -> None:
+def _resolve_images(table: _Table, places: list[_Place], skip: set[int], roots: tuple[str, ...], problems: _Problems) -> None:
     """Find each row's image: in each place in turn, the id as a file name, then with each extension."""
     count = len(table.ids)
     table.image_paths, table.image_names, table.real_paths = [None] * count, [None] * count, [None] * count
@@ -372,8 +372,11 @@ def _resolve_images(table: _Table, places: list[_Place], skip: set[int], roots: 
                     still_missing.append(row)
                     continue
                 absolute = place.absolute + name
-                real = os.path.realpath(absolute) if nested or name in place.links else place.real + name
-                if not real.startswith(tuple(roots)):
+                if nested or name in place.links:
+                    real = os.path.realpath(absolute)
+                else:
+                    real = absolute if place.real == place.absolute else place.real + name
+                if not real.startswith(roots):
                     problems.add(
                         "image outside the data folder", table.where(row),
                         f"{place.relative + name} leads to {real}, outside {roots[0].rstrip(os.sep)} "
@@ -475,7 +478,7 @@ def _read_folder(data_dir, id_column, label_columns, image_dir) -> tuple[_Folder
             )
             if table is not None:
                 folder.tables.append(table)
-    roots = [os.path.realpath(data_dir) + os.sep] + ([os.path.realpath(image_dir) + os.sep] if image_dir else [])
+    roots = tuple(os.path.realpath(root) + os.sep for root in (data_dir, image_dir) if root is not None)
     places: dict[Path, _Place] = {}
     for table in folder.tables:
         table_places = [_place(directory, data_dir, places) for directory in _candidate_dirs(table.key, data_dir, image_dir)]
