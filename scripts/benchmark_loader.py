@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -122,6 +123,8 @@ def report(data_dir: Path, naive: dict, cold: dict, warm_runs: list[dict], min_r
     warm = {key: statistics.median(run[key] for run in warm_runs) for key in ("seconds", "cpu_seconds")}
     warm["images"] = warm_runs[0]["images"]
     print(f"contest folder: {data_dir}")
+    # Wall times on a shared machine depend on what else runs: say how busy it was.
+    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
     print(f"{'':36}wall time   CPU time (all threads)")
     for label, timing, what in (
         ("(a) naive loop, labelled images", naive["labelled"], "images (train.csv + val.csv)"),
