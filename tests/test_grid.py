@@ -117,3 +117,11 @@ def test_without_measurements_the_plan_says_so_and_estimates_nothing(tmp_path):
     cells, summary, _ = grid.describe_full_plan("full", records=[], n_train_images=100, twins_dir=tmp_path)
     assert summary["throughput (images/s)"] is None and "no measurement" in summary["throughput from"]
     assert "estimated grid time (h)" not in summary and cells["estimated s"].isna().all()
+
+
+def test_the_dry_run_report_reads_the_data_and_the_twins_and_trains_nothing(make_contest_folder, tmp_path):
+    text = grid.dry_run_report("full", data_dir=make_contest_folder(n_train=30, n_val=10), workdir=tmp_path / "work")
+    assert "grid cells: 144" in text and "distinct cells: 144" in text
+    assert "build_dense" in text  # a network of notebook 05, read from its twin
+    assert "no measurement" in text
+    assert not (tmp_path / "work" / "runs").exists() or not any((tmp_path / "work" / "runs").iterdir())

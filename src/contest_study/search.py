@@ -42,7 +42,8 @@ class StampedRegistry(Registry):
     """
 
     def __init__(self, registry: Registry, worker: str):
-        super().__init__(registry.root, lock_timeout_s=registry.lock_timeout_s, lock_poll_s=registry.lock_poll_s)
+        super().__init__(registry.root, lock_timeout_s=registry.lock_timeout_s, lock_poll_s=registry.lock_poll_s,
+                         lock_report_s=registry.lock_report_s, engine_version=registry.engine_version)
         self.stamp = {"worker": worker, "host": socket.gethostname(), "pid": os.getpid()}
         self.trained: list[str] = []
 
@@ -59,10 +60,11 @@ class LookupRegistry(Registry):
     """The same registry answering ``fetch_or_run`` with the finished entry or None, never training."""
 
     def __init__(self, registry: Registry):
-        super().__init__(registry.root, lock_timeout_s=registry.lock_timeout_s, lock_poll_s=registry.lock_poll_s)
+        super().__init__(registry.root, lock_timeout_s=registry.lock_timeout_s, lock_poll_s=registry.lock_poll_s,
+                         lock_report_s=registry.lock_report_s, engine_version=registry.engine_version)
 
     def fetch_or_run(self, *, model, hyperparams, data_fingerprint, seed, **_) -> RunRecord | None:
-        return self.get(self.make_key(model, hyperparams, data_fingerprint, seed))
+        return self.get(self.make_key(model, hyperparams, data_fingerprint, seed, self.engine_version))
 
 
 class TrialRunner:
@@ -178,6 +180,7 @@ class PlannedTrialsOracle(keras_tuner.Oracle):
             return {"status": TrialStatus.STOPPED, "values": None}
         return {"status": TrialStatus.IDLE, "values": None}
 
+    @keras_tuner.synchronized
     def finished(self) -> bool:
         """Every planned trial has a result (completed or failed)."""
         statuses = self._status_of()
