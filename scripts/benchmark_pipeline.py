@@ -35,15 +35,19 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_export(root: Path, args: list[str], log_path: Path) -> tuple[float, float]:
-    """Run the export script with ``args``; return (wall, CPU) seconds of it and its kernels. The log keeps its output."""
+def timed_export(root: Path, args: list[str], log_path: Path) -> tuple[float, float] | None:
+    """Run the export script with ``args``; (wall, CPU) seconds of it and its kernels, None if it failed.
+
+    The log keeps its output.
+    """
     command = [sys.executable, str(root / "scripts" / "export_submission.py"), *args]
     cpu_before, started = children_cpu_seconds(), time.perf_counter()
     with open(log_path, "w") as log:
         completed = subprocess.run(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, check=False)
     wall, cpu = time.perf_counter() - started, children_cpu_seconds() - cpu_before
     if completed.returncode != 0:
-        raise SystemExit(f"export failed (exit {completed.returncode}); its output is in {log_path}")
+        print(f"export failed (exit {completed.returncode}) after {minutes(wall)}; its output is in {log_path}")
+        return None
     return wall, cpu
 
 
@@ -103,10 +107,15 @@ def main(argv=None) -> None:
     )
     print(f"profile {args.profile}, {args.jobs} notebook(s) at once, data {data_dir}, scratch {scratch}", flush=True)
     first = timed_export(root, export_args, scratch / "first_run.log")
+    if first is None:
+        print_notebooks(workdir)  # those that ran
+        raise SystemExit(1)
     print(f"empty registry:       {minutes(first[0])} wall, {minutes(first[1])} CPU ({first[1] / first[0]:.2f} cores; "
           f"load average now {os.getloadavg()[0]:.2f})", flush=True)
     print_notebooks(workdir)
     second = timed_export(root, export_args, scratch / "second_run.log")
+    if second is None:
+        raise SystemExit(1)
     print(f"\nnothing changed:      {minutes(second[0])} wall, {minutes(second[1])} CPU "
           f"(load average now {os.getloadavg()[0]:.2f})")
     print(f"logs: {scratch / 'first_run.log'}, {scratch / 'second_run.log'}")

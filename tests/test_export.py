@@ -553,6 +553,25 @@ def test_unchanged_notebooks_are_not_re_executed_and_a_change_reruns_what_depend
     assert all(_stamps(project)[name] != third[name] for name in third)
 
 
+def test_runs_are_credited_to_the_notebook_whose_kernel_trained_them(project):
+    def trains(*models):
+        return (
+            "import pathlib, time\nfrom contest_study.registry import Registry\n"
+            "def run(workdir):\n    time.sleep(0.5)\n    return {'label_names': ['a'], 'metrics': {}}\n"
+            + "".join(f"Registry(pathlib.Path(workdir, 'runs')).fetch_or_run(model={model!r}, family='cnn', "
+                      "hyperparams={}, data_fingerprint='d', seed=seed, run_fn=run)\n" for model in models)
+        )
+
+    pairs = _write_notebooks(project, {"01_two_runs": trains("first", "second"), "02_one_run": trains("third")})
+    _run(project, pairs, {})  # independent: both kernels train at the same time
+
+    def runs(name):
+        notebook = nbformat.read(project.executed_dir / f"{name}.ipynb", as_version=4)
+        return [key.split("-")[0] for key in notebook.metadata[export.RUN_METADATA_KEY]["runs"]]
+
+    assert sorted(runs("01_two_runs")) == ["first", "second"] and runs("02_one_run") == ["third"]
+
+
 def test_a_failure_skips_its_dependents_and_the_others_still_run(project, capsys):
     table = {"01": (), "02": (), "03": ("02",), "04": ("03",), "05": ()}
     pairs = _write_notebooks(project, {
