@@ -175,6 +175,18 @@ def bootstrap_counts(n_images: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: 
     return counts
 
 
+def _cumulative_rows(rows: np.ndarray) -> np.ndarray:
+    """``np.cumsum(rows, axis=0)`` (a new array), adding whole rows one after another.
+
+    numpy accumulates along axis 0 with a strided inner loop; adding contiguous rows is
+    about ten times faster for the (images, resamples) matrices of the bootstrap.
+    """
+    total = rows.copy()
+    for i in range(1, len(total)):
+        np.add(total[i], total[i - 1], out=total[i])
+    return total
+
+
 def _weighted_average_precision(y_true: np.ndarray, y_score: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """(resamples, labels) average precision of every resample, NaN where a label has no positive.
 
@@ -189,9 +201,9 @@ def _weighted_average_precision(y_true: np.ndarray, y_score: np.ndarray, counts:
         ranked_score, positive = y_score[order, j], y_true[order, j].astype(bool)
         # One point per distinct score: the last image of each run of equal scores.
         ends = np.flatnonzero(np.r_[ranked_score[1:] != ranked_score[:-1], True])
-        predicted = np.cumsum(counts[order], axis=0)[ends]
+        predicted = _cumulative_rows(counts[order])[ends]
         positives_so_far = np.cumsum(positive)[ends]
-        positive_cumsum = np.cumsum(counts[order[positive]], axis=0)
+        positive_cumsum = _cumulative_rows(counts[order[positive]])
         true_positives = np.zeros_like(predicted)
         seen = positives_so_far > 0
         true_positives[seen] = positive_cumsum[positives_so_far[seen] - 1]
