@@ -60,7 +60,8 @@ def minutes(seconds: float | None) -> str:
 def stop_reason(record_file: Path) -> str:
     """``key: N epochs (best M), <why it stopped>`` from a registry record."""
     record = json.loads(record_file.read_text())
-    epochs, best, why = record.get("epochs"), record.get("best_epoch"), record.get("stopped_because")
+    epochs = record.get("epochs", record.get("epochs_run"))
+    best, why = record.get("best_epoch"), record.get("stopped_because")
     if epochs is None and why is None:
         return f"{record_file.parent.name}: no epochs (not trained by gradient descent)"
     return f"{record_file.parent.name}: {epochs} epochs (best {best}), {why or 'reason not recorded'}"
