@@ -83,9 +83,9 @@ pd.DataFrame(
 #
 # The encoder halves the image three times with stride-2 3×3 convolutions
 # (a learnt downsampling, where pooling would throw positions away), then a
-# linear 3×3 convolution maps it to 4 channels: the code. The decoder mirrors
-# it with stride-2 transposed convolutions and ends in a sigmoid, because the
-# clean images live in [0, 1]. Encoder and decoder are nested models named
+# linear 3×3 convolution maps it to 4 channels: the code. The decoder grows
+# it back with stride-2 transposed convolutions and ends in a sigmoid, because
+# the clean images live in [0, 1]. Encoder and decoder are nested models named
 # `encoder` and `decoder`, so that notebook 07 can lift the trained encoder out.
 
 # %%
@@ -100,8 +100,9 @@ def build_denoising_autoencoder(input_shape):
     ], name="encoder")
     decoder = keras.Sequential([
         keras.Input(shape=encoder.output_shape[1:]),
-        layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu"),
+        # Narrower than the encoder: the full-resolution layers cost the most, and only the encoder is reused.
         layers.Conv2DTranspose(16, 3, strides=2, padding="same", activation="relu"),
+        layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu"),
         layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu"),
         layers.Conv2D(input_shape[-1], 3, padding="same", activation="sigmoid", name="reconstruction"),
     ], name="decoder")
