@@ -9,8 +9,6 @@ the trained encoder (:func:`load_encoder`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from scipy import ndimage
 from contest_study.data import black_mask
 from contest_study.files import atomic_output, write_text_atomic
 from contest_study.registry import Registry, RunRecord
+from contest_study.training import architecture_fingerprint, recipe_fingerprint
 
 NOISE_MEAN = 0.1
 NOISE_VARIANCE = 0.3
@@ -164,15 +163,16 @@ def pretrain(study, build, fit, *, recipe: dict, max_images: int | None = None, 
 
     ``build`` returns an uncompiled ``keras.Model`` holding a nested model named ``"encoder"``;
     ``fit(model, (noisy, clean), (noisy_monitor, clean_monitor), directory)`` compiles and trains it
-    and returns Keras' ``History``. ``recipe`` (epochs, learning rate, ...: what ``fit`` reads) is
-    part of the registry key with the network's Keras config, the noise and the image cap.
+    and returns Keras' ``History``. The registry key holds the network's Keras config, the source of
+    ``fit``, ``recipe`` (the values ``fit`` reads; its ``epochs`` is the cap), the noise and the image cap.
     """
     seed = study.context.seed
     input_shape = study.input_shape
     keras.backend.clear_session(free_memory=False)  # fresh layer-name counters: the same config in any process
-    architecture = build(input_shape).to_json()
+    model = build(input_shape)
     hyperparams = {
-        "architecture": hashlib.sha256(architecture.encode()).hexdigest()[:12],
+        "architecture": architecture_fingerprint(model),
+        "fit_recipe": recipe_fingerprint(fit),
         "recipe": recipe,
         "noise_mean": NOISE_MEAN,
         "noise_variance": NOISE_VARIANCE,
@@ -226,7 +226,7 @@ def pretrain(study, build, fit, *, recipe: dict, max_images: int | None = None, 
         }
 
     return autoencoder_registry(study.registry).fetch_or_run(
-        model=json.loads(architecture)["config"]["name"],
+        model=model.name,
         family=FAMILY,
         hyperparams=hyperparams,
         data_fingerprint=study.data.fingerprint,
