@@ -157,10 +157,10 @@ for loss, rows in usual.groupby("loss"):
 # %% [markdown]
 # ## Softmax with categorical cross-entropy: the documented failure
 #
-# A softmax makes the three scores of an image sum to 1, so an image cannot be
+# A softmax makes the scores of an image sum to 1, so an image cannot be
 # confidently positive for two labels at once, and categorical cross-entropy,
-# −Σ y·log p, adds nothing for an image with no label at all. The labels here
-# are three independent yes/no questions. The cell measures how many
+# −Σ y·log p, adds nothing for an image with no label at all. Here each label
+# is its own yes/no question. The cell measures how many
 # validation images carry several labels or none, and compares the best
 # softmax trial with the best sigmoid one.
 
@@ -284,7 +284,7 @@ for family, table in small_tables.items():
 # ## Dropout and kernel initializer with scikit-learn
 #
 # A small dense network, written here: the image flattened, three hidden
-# layers of 128, 64 and 32 units, dropout after each, three sigmoid outputs.
+# layers of 128, 64 and 32 units, dropout after each, one sigmoid output per label.
 # Its dropout rate and kernel initializer are the two hyperparameters.
 # Keras' scikit-learn wrapper makes it an estimator; `GridSearchCV`
 # cross-validates every pair on the training images (k-fold, the labels being
