@@ -176,19 +176,22 @@ if all_black.sum() > 1:
     print(f"largest |correlation| between two labels among the black images: {largest:.3f} "
           f"(among the others: {np.abs(pairs).max() if len(pairs) else float('nan'):.3f})")
     display(comparison.round(3))
+    print("verdict: among the black images the labels are " + (
+        "nearly uncorrelated (|r| < 0.1): drawn independently of each other" if largest < 0.1
+        else "correlated: they follow the labelling of the other images, but no pixel shows it"))
 figure = plots.black_image_labels(all_labels[all_black], label_names)
 study.save_figures({"black_image_labels": figure}, prefix="01")["black_image_labels"]
 
 # %% [markdown]
 # Nothing in a black image can tell one label assignment from another, so
 # the best any model can do on them is to answer each label's positive rate
-# among the black training images. If those rates differ from the others'
-# and the labels are uncorrelated among the black images (the figures above
-# say whether they are), the black images carry labels drawn independently of
-# everything else: pure label noise for training, and a ceiling on any score
-# computed over all images. If instead their rates matched the others', they
-# would still be unpredictable from their pixels: the conclusion for the
-# models is the same.
+# among the black training images. The verdict above says how those labels
+# were drawn. Nearly uncorrelated labels, at rates unlike the others', are
+# coin flips drawn apart from everything else: pure label noise for
+# training. Correlated labels at the others' rates follow the same labelling
+# as the visible images, yet remain unpredictable from an empty picture. For
+# the models the conclusion is the same either way: the black images are
+# noise for training and a ceiling on any score computed over all images.
 #
 # ## Duplicates among the other images
 #
@@ -337,10 +340,11 @@ else:
 #   would measure that accident rather than the model. Every model answers a
 #   black image alike, so the differences between models show on the
 #   non-black images.
-# - **One channel for grayscale images.** The loader checks each image: when
-#   its colour channels are equal it keeps one (the notes printed at the top
-#   say what it found for this folder); three equal channels only triple the
-#   first layer's weights. Notebook 02 compares both inputs once.
+# - **One channel.** The loader checks each image: when its colour channels
+#   are equal it keeps one, and a colour image becomes its gray luminance,
+#   with a warning (the notes printed at the top say what it found for this
+#   folder). Three equal channels would only triple the first layer's
+#   weights; notebook 02 compares both inputs once.
 # - **Pixels scaled to [0, 1], no further standardisation.** The intensity
 #   check above says whether the splits share one distribution; batch
 #   normalisation inside the deeper networks takes care of the scale.
