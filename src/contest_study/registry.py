@@ -547,26 +547,32 @@ def write_hparams_summary(log_dir: Path, record: dict) -> None:
     """An HParams summary of one run in ``log_dir``: its hyperparameters and validation mAP
     (all images and non-black ones), so ``tensorboard --logdir runs`` shows every run in one table.
     """
-    # tensorboard's own writer and protos: a classical baseline does not have to load TensorFlow.
+    # tensorboard's record writer and protos, without its EventFileWriter: that one loads
+    # TensorFlow (tens of seconds on a busy machine) for a process that may train none.
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.plugins.hparams import summary_v2 as hparams_summary
     from tensorboard.plugins.scalar import summary_v2 as scalar_summary
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.summary.writer.record_writer import RecordWriter
 
     metrics = record.get("metrics") or {}
     scores = {
         "val_map": ((metrics.get("val") or {}).get("all") or {}).get("map"),
         "val_map_non_black": ((metrics.get("val") or {}).get("non_black") or {}).get("map"),
     }
-    log_dir.mkdir(parents=True, exist_ok=True)
-    writer = EventFileWriter(str(log_dir), filename_suffix=".hparams")
-    try:
-        writer.add_event(Event(wall_time=time.time(), step=0, summary=hparams_summary.hparams_pb(
-            _hparam_values(record), trial_id=record["key"])))
-        for tag, value in scores.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                writer.add_event(Event(wall_time=time.time(), step=0, summary=scalar_summary.scalar_pb(tag, value)))
-    finally:
+    now = time.time()
+    events = [
+        Event(wall_time=now, file_version="brain.Event:2"),
+        Event(wall_time=now, step=0, summary=hparams_summary.hparams_pb(_hparam_values(record), trial_id=record["key"])),
+    ]
+    for tag, value in scores.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            events.append(Event(wall_time=now, step=0, summary=scalar_summary.scalar_pb(tag, value)))
+    # TensorBoard reads every file named events.out.tfevents.* in the folder.
+    path = log_dir / f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.hparams"
+    with atomic_output(path) as temporary:
+        writer = RecordWriter(open(temporary, "wb"))
+        for event in events:
+            writer.write(event.SerializeToString())
         writer.close()
 
 
@@ -605,6 +611,7 @@ class Registry:
         self.lock_poll_s = lock_poll_s
         self.lock_report_s = lock_report_s
         self.engine_version = engine_version or globals()["engine_version"]()
+        self._stale_reported = False
 
     @staticmethod
     def make_key(
@@ -658,7 +665,8 @@ class Registry:
         entries = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         records = [RunRecord.load(path) for path in entries]
         stale = [record for record in records if not self._current(record)]
-        if stale:
+        if stale and not self._stale_reported:
+            self._stale_reported = True
             logger.warning(
                 "%d registry entries under %s come from another engine version and are left out (e.g. %s)",
                 len(stale),
@@ -686,8 +694,10 @@ class Registry:
         key = self.make_key(model, hyperparams, data_fingerprint, seed, self.engine_version)
         force = force or _force_from_environment()
         seen_before = self._entry_stamp(key)
-        if seen_before is not None and not force and self.get(key) is not None:
-            return self.get(key)
+        if seen_before is not None and not force:
+            existing = self.get(key)
+            if existing is not None:
+                return existing
 
         (self.root / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
         lock = _KeyLock(self.root / LOCKS_DIR / f"{key}.lock", key, self.lock_timeout_s, self.lock_poll_s, self.lock_report_s)
@@ -695,8 +705,10 @@ class Registry:
             seen_now = self._entry_stamp(key)
             # Another process may have finished this key while we waited for its lock:
             # that entry is newer than this call, so even a forced call takes it.
-            if seen_now is not None and (not force or seen_now != seen_before) and self.get(key) is not None:
-                return self.get(key)
+            if seen_now is not None and (not force or seen_now != seen_before):
+                finished = self.get(key)
+                if finished is not None:
+                    return finished
             workdir = self.root / INCOMPLETE_DIR / key
             if force and workdir.exists():
                 shutil.rmtree(workdir)  # a forced run starts from scratch, not from an interrupted attempt
