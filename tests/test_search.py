@@ -149,7 +149,7 @@ def test_a_worker_killed_mid_trial_does_not_stop_the_search(tiny_study, tmp_path
     processes = Processes(tmp_path, ["--data-dir", str(tiny_study.data), "--workdir", str(tiny_study.workdir),
                                      "--seed", "3"])
     try:
-        chief = processes.start("chief", ["chief", "--profile", "smoke", "--port", str(port), "--worker-timeout", "4",
+        chief = processes.start("chief", ["chief", "--profile", "smoke", "--port", str(port), "--worker-timeout", "10",
                                           "--architecture", tiny_study.architecture.key,
                                           "--axis", "learning_rate=0.001,0.003,0.01,0.03"])
         _wait_for_line(processes.logs["chief"], "serving 4 trials on 127.0.0.1", chief, timeout_s=120)
@@ -160,11 +160,11 @@ def test_a_worker_killed_mid_trial_does_not_stop_the_search(tiny_study, tmp_path
         doomed.wait(timeout=10)
         survivor = processes.start("survivor", ["worker", "--chief", f"127.0.0.1:{port}", "--id", "survivor",
                                                 "--heartbeat", "1"])
-        assert survivor.wait(timeout=240) == 0, processes.report()
-        assert chief.wait(timeout=60) == 0, processes.report()
+        assert survivor.wait(timeout=600) == 0, processes.report()
+        assert chief.wait(timeout=120) == 0, processes.report()
     finally:
         processes.stop_all()
-    assert "doomed silent for more than 4 s" in processes.logs["chief"].read_text()
+    assert "doomed silent for more than 10 s" in processes.logs["chief"].read_text()
     trials = [json.loads(path.read_text()) for path in (tiny_study.workdir / "runs").glob("*/record.json")]
     trials = [record for record in trials if record["family"] == search.TRIAL_FAMILY]
     assert sorted(record["hyperparams"]["learning_rate"] for record in trials) == [0.001, 0.003, 0.01, 0.03]
