@@ -240,8 +240,9 @@ def budgets(fractions):
     return ", ".join(f"{fraction:.0%}" for fraction in fractions) or "no budget"
 
 
-print(f"Pretraining helps at {budgets(helped)} and hurts at {budgets(hurt)} of the labels; "
-      "elsewhere the difference is within the noise.")
+neutral = [fraction for fraction, verdict in verdicts.items() if verdict == "no measurable difference"]
+print(f"Pretraining helps at {budgets(helped)}, hurts at {budgets(hurt)} and makes no measurable difference "
+      f"at {budgets(neutral)} of the labels.")
 if helped and max(helped) < 1:
     print("It helps only below the full budget: where labels are few, the filters learnt from the unlabelled "
           "images stand in for what the labels cannot teach; with every label the network learns them itself.")
@@ -322,7 +323,7 @@ transfer_figures["precision_recall"]
 # %%
 mobile, best_encoder = non_black_val(mobilenet_run)["map"], non_black_val(pretrained_full)["map"]
 print(f"{mobilenet_run.model}: validation mAP {mobile:.3f} on the non-black images, trained on "
-      f"{mobilenet_run.data['n_train_images']} images for {mobilenet_run.data['epochs_run']} epochs "
+      f"{mobilenet_run.data['n_train_images']} images for {mobilenet_run.data['epochs_run']} epoch(s) "
       f"({mobilenet_run.data.get('stopped_because', '')}); pretrained encoder on every label: {best_encoder:.3f}.")
 if imagenet.found:
     print("MobileNetV2 started from ImageNet weights: its row measures transfer from natural photographs.")

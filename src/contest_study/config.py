@@ -40,7 +40,7 @@ class Profile:
     # on a CPU, trains on at most backbone_max_train_images for at most backbone_max_epochs, its input
     # resized to backbone_input_size (None: the 96x96 of the ImageNet weights).
     autoencoder_max_images: int | None = None
-    autoencoder_max_epochs: int = 12
+    autoencoder_max_epochs: int = 8
     label_budgets: tuple = (0.05, 0.2, 1.0)
     backbone_max_train_images: int | None = 2000
     backbone_max_epochs: int = 8
