@@ -15,7 +15,8 @@ A 64x64 grayscale picture saved as an RGB PNG with three equal channels: a
 dark background of random brightness with a faint gradient and Gaussian
 pixel noise, and up to three light objects. Label k owns a **home slot** (label_1
 top left, label_2 top right, label_3 bottom centre); its object, if any, sits
-there at a uniform offset of up to +-8 px, never overlapping another. The
+there at a uniform offset of up to 10 px up or down and 4 px sideways, never
+overlapping another. The
 slot shows the label's **target** shape, or a **distractor** drawn with the
 same stroke, size, contrast and ink:
 
@@ -30,11 +31,12 @@ Which family each cue favours:
 - *ink in a slot* is a partial cue: a target is always drawn, a distractor
   only with probability 0.35 when the target is absent. Pixels at fixed
   places (logistic regression, k-NN, a fully connected network) get this
-  part, plus what little shape survives the +-8 px offsets;
+  part, plus what little shape survives the offsets;
 - *rows*: the shapes differ row by row (a plus has one long row, an X none;
   horizontal bars alternate full and empty rows; a square has two long
-  rows, a ring none), so an RNN reading rows gets most of the way while
-  seeing columns at fixed places.
+  rows, a ring none). An RNN reading rows shares its weights over rows, so
+  the large up-down offset costs it nothing, the small sideways one a
+  little: it gets most of the way, though more slowly than a CNN.
 
 Strokes of 2-3 px and an angle jitter of at most 10 degrees keep the shapes
 apart through the training engine's augmentations (rotation up to about 10
@@ -143,9 +145,11 @@ CROSS_ANGLE_JITTER_DEG = 6.0
 BAR_HALF_LENGTH = (5.5, 7.0)
 BAR_SPACING = (5.0, 6.0)  # between the centre lines of the three parallel bars
 BARS_ANGLE_JITTER_DEG = 6.0
-# Each label's objects live in a home slot: a centre (row, col) and a uniform jitter of +-SLOT_JITTER px.
+# Each label's objects live in a home slot: a centre (row, col) and a uniform offset of up to SLOT_JITTER
+# px (rows, columns). Wide across rows, narrow across columns: a row-reading RNN shares its weights over
+# rows, so only the column offset costs it anything, while pixel models pay for both.
 SLOT_CENTRES = ((18.0, 18.0), (18.0, 46.0), (46.0, 32.0))
-SLOT_JITTER = 8.0
+SLOT_JITTER = (10.0, 4.0)
 DISTRACTOR_PROBABILITY = 0.35  # a slot shows its distractor when its target is absent
 BORDER_MARGIN = 2.0
 OBJECT_GAP = 1.0
@@ -173,7 +177,8 @@ LABEL_MEANINGS = {
 }
 for _k, _name in enumerate(LABEL_NAMES):
     LABEL_MEANINGS[_name]["home_slot"] = (
-        f"centre (row, col) {SLOT_CENTRES[_k]} +- {SLOT_JITTER:g} px; the distractor is shown there with "
+        f"centre (row, col) {SLOT_CENTRES[_k]}, offset up to {SLOT_JITTER[0]:g} px vertically and "
+        f"{SLOT_JITTER[1]:g} px horizontally (inside the border margin); the distractor is shown there with "
         f"probability {DISTRACTOR_PROBABILITY} when the target is absent, else the slot is empty"
     )
 
@@ -315,8 +320,8 @@ def _place(slotted: list[tuple[int, _PlannedObject]], rng: np.random.Generator) 
             radius = obj.bounding_radius
             low, high = radius + BORDER_MARGIN, IMAGE_SIZE - radius - BORDER_MARGIN
             (row, col) = (
-                rng.uniform(max(low, home - SLOT_JITTER), min(high, home + SLOT_JITTER))
-                for home in SLOT_CENTRES[slot]
+                rng.uniform(max(low, home - jitter), min(high, home + jitter))
+                for home, jitter in zip(SLOT_CENTRES[slot], SLOT_JITTER)
             )
             placed.append((row, col, radius))
         if all(
