@@ -260,7 +260,7 @@ for _, row in effects.iterrows():
 small_tables = {}
 for family in ("rnn", "fully_connected"):
     small_cells = grid.expand_grid({"learning_rate": settings.tuning_learning_rates[:2], "optimizer": ("adam", "sgd")},
-                                   {"epochs": min(settings.tuning_epochs), "lr_schedule": "constant"})
+                                   {**grid.GRID_DEFAULTS, "epochs": min(settings.tuning_epochs)})
     outcome = run_search(runner, grid.make_trials(tuned[family].key, small_cells, settings), directory=search_dir,
                          name=f"{family}_grid")
     small_tables[family] = trials_table(outcome)
