@@ -373,6 +373,7 @@ def test_the_key_follows_the_architecture_the_settings_and_a_notebooks_recipe(co
     assert len({first.key, other_network.key, other_settings.key, recipe.key}) == 4
     assert recipe.hyperparams["fit_recipe"] != "engine"
     assert (recipe.path / "history.csv").exists() and recipe.data["epochs_run"] == 1
+    assert recipe.data["best_epoch"] == 1 and recipe.data["stopped_because"] == "epoch cap"
 
 
 def test_same_seed_same_metrics(contest, tmp_path):

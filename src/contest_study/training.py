@@ -635,21 +635,24 @@ def engine_callbacks(config: TrainConfig, workdir: Path, watched=()) -> list[ker
     return make_callbacks(config, workdir, watched=list(watched))
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunFolder:
     """What a notebook's own compile-and-fit recipe gets from the engine besides the data.
 
     ``directory`` is the run's working folder (checkpoints go there); ``callbacks(watched)``
-    are the engine's own callbacks — CSV log, TensorBoard, and the backup that lets an
-    interrupted run resume, with the state of the ``watched`` callbacks — to append to the
-    recipe's own.
+    are the engine's own callbacks — the epoch of the seeded batch order, CSV log,
+    TensorBoard, and the backup that lets an interrupted run resume, with the state of the
+    ``watched`` callbacks — to append to the recipe's own.
     """
 
     directory: Path
     config: TrainConfig
+    epoch_callback: keras.callbacks.Callback
+    watched: list = field(default_factory=list)
 
     def callbacks(self, watched=()) -> list[keras.callbacks.Callback]:
-        return engine_callbacks(self.config, self.directory, watched)
+        self.watched = list(watched)
+        return [self.epoch_callback, *engine_callbacks(self.config, self.directory, self.watched)]
 
 
 def _fit_with_recipe(fit_recipe, model, train_split, val_split, config: TrainConfig, workdir: Path, *, seed: int) -> dict:
@@ -658,16 +661,19 @@ def _fit_with_recipe(fit_recipe, model, train_split, val_split, config: TrainCon
     workdir.mkdir(parents=True, exist_ok=True)
     if not (workdir / BACKUP_DIR).exists():
         (workdir / HISTORY_FILE).unlink(missing_ok=True)
-    train_data = make_dataset(train_split.images, train_split.labels, config.batch_size, shuffle=True, seed=seed)
+    train_data, set_epoch = epoch_ordered_batches(train_split.images, train_split.labels, config.batch_size, seed)
     val_data = make_dataset(val_split.images, val_split.labels, config.batch_size, shuffle=False)
+    run = RunFolder(workdir, config, set_epoch)
     started = time.perf_counter()
-    fit_recipe(model, train_data, val_data, RunFolder(workdir, config))
+    fit_recipe(model, train_data, val_data, run)
     wall_time_s = time.perf_counter() - started
     model.save_weights(str(workdir / WEIGHTS_FILE))
     history = _read_history(workdir / HISTORY_FILE)
+    epochs_run = len(next(iter(history.values()), []))
     return {
         "history": history,
-        "epochs_run": len(next(iter(history.values()), [])),
+        "epochs_run": epochs_run,
+        **stop_summary(run.watched, epochs_run, history),
         "wall_time_s": wall_time_s,
         "params": model.count_params(),
     }
