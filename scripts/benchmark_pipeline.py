@@ -63,7 +63,7 @@ def stop_reason(record_file: Path) -> str:
     epochs = record.get("epochs", record.get("epochs_run"))
     best, why = record.get("best_epoch"), record.get("stopped_because")
     if epochs is None and why is None:
-        return f"{record_file.parent.name}: no epochs (not trained by gradient descent)"
+        return f"{record_file.parent.name}: no training epochs (not a network)"
     return f"{record_file.parent.name}: {epochs} epochs (best {best}), {why or 'reason not recorded'}"
 
 
