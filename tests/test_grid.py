@@ -102,15 +102,15 @@ def test_the_full_plan_lists_144_cells_the_networks_and_a_time_from_measured_thr
     twins.mkdir()
     (twins / "02_cnn.py").write_text('def build_cnn_1a(input_shape, n_labels):\n    """A VGG-like stack."""\n')
     (twins / "03_rnn.py").write_text("def build_lstm(input_shape, n_labels):\n    pass\ndef helper():\n    pass\n")
-    records = [_run(1000, 10, 10.0), _run(2000, 5, 5.0), _run(1000, 2, 4.0)]  # 1000, 2000, 500 images/s
+    records = [_run(1000, 10, 10.0), _run(2000, 5, 5.0), _run(1000, 2, 2.0)]  # 22,000 images in 17 s
     cells, summary, networks = grid.describe_full_plan("full", records=records, n_train_images=6000, twins_dir=twins)
     assert len(cells) == summary["grid cells"] == summary["distinct cells"] == 144
     assert set(cells["epochs"]) == {5, 10} and set(cells["patience"]) == {get_profile("full").early_stopping_patience}
     assert list(networks["builder"]) == ["build_cnn_1a", "build_lstm"]
-    assert summary["throughput (images/s)"] == 1000.0
-    assert "median of 3 runs" in summary["throughput from"]
-    # 72 cells at 5 epochs and 72 at 10 on 6000 images, plus 3 schedules at 10 epochs, at 1000 images/s.
-    assert summary["estimated grid time (h)"] == round((72 * 5 + 72 * 10 + 3 * 10) * 6000 / 1000 / 3600, 2)
+    assert summary["throughput (images/s)"] == round(22000 / 17, 1)
+    assert "3 runs" in summary["throughput from"]
+    # 72 cells at 5 epochs and 72 at 10 on 6000 images, plus 3 schedules at 10 epochs.
+    assert summary["estimated grid time (h)"] == round((72 * 5 + 72 * 10 + 3 * 10) * 6000 / (22000 / 17) / 3600, 2)
 
 
 def test_without_measurements_the_plan_says_so_and_estimates_nothing(tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import itertools
 import json
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -198,29 +197,30 @@ def notebook_networks(twins_dir: Path | None = None) -> pd.DataFrame:
     rows = []
     for twin in sorted(twins_dir.glob("[0-9][0-9]_*.py")):
         tree = ast.parse(twin.read_text(encoding="utf-8"), filename=str(twin))
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("build_"):
-                doc = (ast.get_docstring(node) or "").strip().splitlines()
-                rows.append({"notebook": twin.stem, "builder": node.name, "what": doc[0] if doc else ""})
-    return pd.DataFrame(rows, columns=["notebook", "builder", "what"])
+        rows += [{"notebook": twin.stem, "builder": node.name} for node in tree.body
+                 if isinstance(node, ast.FunctionDef) and node.name.startswith("build_")]
+    return pd.DataFrame(rows, columns=["notebook", "builder"])
 
 
 def measured_throughput(records) -> tuple[float | None, str]:
     """Training images per second on this machine, from the registry's runs, and where it comes from.
 
-    Each run gives training images x epochs run / wall time (which includes building and
-    predicting, so the figure errs on the slow side); the median over the runs is returned.
+    All the runs' training images x epochs over all their wall time, so that long runs weigh
+    most: the wall time includes building and predicting, whose fixed cost dominates tiny runs,
+    and the figure errs on the slow side. Runs of any engine version count: the speed of the
+    machine is what is measured.
     """
-    rates = []
+    images, seconds, runs = 0.0, 0.0, 0
     for record in records:
         data = record.data
-        images, epochs, seconds = data.get("n_train_images"), data.get("epochs_run"), data.get("wall_time_s")
-        if images and epochs and seconds:
-            rates.append(images * epochs / seconds)
-    if not rates:
+        n_images, epochs, wall = data.get("n_train_images"), data.get("epochs_run"), data.get("wall_time_s")
+        if n_images and epochs and wall:
+            images, seconds, runs = images + n_images * epochs, seconds + wall, runs + 1
+    if not runs:
         return None, ("no measurement: the registry holds no finished run; run a notebook or "
                       "scripts/benchmark_training.py first")
-    return statistics.median(rates), f"median of {len(rates)} runs in this machine's registry"
+    return images / seconds, (f"{runs} runs in this machine's registry (training images x epochs over wall time, "
+                              "which includes building and predicting)")
 
 
 def describe_full_plan(profile: Profile | str, *, records=(), n_train_images: int, twins_dir: Path | None = None):
@@ -267,11 +267,13 @@ def dry_run_report(profile: str, *, data_dir=None, workdir=None, seed: int = 42)
     Reads the data (to count the training images) and the registry (for the throughput); trains nothing.
     """
     from contest_study.data import drop_black_images
+    from contest_study.registry import RunRecord
     from contest_study.study import open_study
 
     study = open_study(profile=profile, data_dir=data_dir, workdir=workdir, seed=seed)
     n_train = len(drop_black_images(study.data.train, keep=1))
-    cells, summary, networks = describe_full_plan(profile, records=study.registry.records(), n_train_images=n_train)
+    records = [RunRecord.load(path.parent) for path in sorted(study.registry.root.glob("*/record.json"))]
+    cells, summary, networks = describe_full_plan(profile, records=records, n_train_images=n_train)
     with pd.option_context("display.max_rows", None, "display.width", 200):
         return "\n\n".join([
             f"Plan of the {profile!r} profile (nothing is trained)",
