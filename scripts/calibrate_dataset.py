@@ -101,7 +101,7 @@ def from_registry(workdir: Path) -> tuple[dict[str, tuple[str, float]], float, f
     for record in records:
         row, score = row_of(record.family, record.model), record.metrics["val"]["non_black"]["map"]
         if row not in best or score > best[row][1]:
-            best[row] = (record.description or record.model, score)
+            best[row] = (record.model, score)
     sample = records[0]
     oracle = sample.oracle["val"]["non_black"]["map"]
     predictions = sample.predictions()
