@@ -146,7 +146,7 @@ best = best_per_family(record for record in runs if record.family not in ("cnn_e
 family_rows = []
 for record in best:
     row = {"family": record.family, "run": record.model, "val mAP (non-black)": record.metrics["val"]["non_black"]["map"],
-           "val 95% CI": interval(record, "val"), "hold-out mAP (non-black)": record.metrics["holdout"]["non_black"]["map"],
+           "val 95% CI": interval(record, "val"), "holdout mAP (non-black)": record.metrics["holdout"]["non_black"]["map"],
            "chance": chance(record)}
     if record.oracle:
         row["oracle"] = record.oracle["val"]["non_black"]["map"]
@@ -186,10 +186,10 @@ for record in best:
 spread_rows = []
 for family, records in seed_runs.items():
     row = {"family": family, "run": records[0].model, "seeds": ", ".join(str(r.seed) for r in records)}
-    for split, name in (("val", "val"), ("holdout", "hold-out")):
+    for split in ("val", "holdout"):
         scores = np.array([r.metrics[split]["non_black"]["map"] for r in records], dtype=float)
-        row.update({f"{name} mean": scores.mean(), f"{name} std": scores.std(ddof=1),
-                    f"{name} min": scores.min(), f"{name} max": scores.max()})
+        row.update({f"{split} mean": scores.mean(), f"{split} std": scores.std(ddof=1),
+                    f"{split} min": scores.min(), f"{split} max": scores.max()})
     spread_rows.append(row)
 spread = pd.DataFrame(spread_rows).set_index("family")
 # The noise floor of a family: the range (max - min) of its validation mAP over the three seeds.
@@ -216,7 +216,8 @@ def judge(run_a, run_b, split="val"):
             "seed range": floor, "verdict": "measurable" if clears else "no measurable difference"}
 
 
-family_verdicts = pd.DataFrame({f"{best[0].family} - {other.family}": judge(best[0], other) for other in best[1:]}).T
+family_verdicts = pd.DataFrame.from_dict({f"{best[0].family} - {other.family}": judge(best[0], other) for other in best[1:]},
+                                         orient="index")
 print(f"best family: {best[0].family} ({best[0].model})" + ("" if len(best) > 1 else "; no other family to compare"))
 family_verdicts.round(3)
 
@@ -252,7 +253,7 @@ for experiment in (record for record in runs if record.family == "cnn_experiment
     base = without_the_change(experiment) if changed else None
     if base is not None:
         experiment_rows[f"{run_name(experiment)} - {run_name(base)}"] = judge(experiment, base)
-experiments = pd.DataFrame(experiment_rows).T
+experiments = pd.DataFrame.from_dict(experiment_rows, orient="index")
 if not len(experiments):
     print("no experiment of notebook 02 in the registry")
 experiments.round(3)
@@ -290,8 +291,9 @@ else:
                                  "untuned": reference.metrics[split]["non_black"]["map"],
                                  **judge(final, reference, split=split)}
         print(f"final model: {final.model} ({final.description}); untuned run: {reference.model} ({reference.family})")
-final_table = pd.DataFrame(final_rows).T
-final_table.round(3)
+final_table = pd.DataFrame.from_dict(final_rows, orient="index")
+if len(final_table):
+    display(final_table.round(3))
 
 # %% [markdown]
 # The validation row is optimistic for the final model: its configuration
