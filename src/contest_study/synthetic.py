@@ -702,11 +702,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write: new, empty or ours")
     parser.add_argument(
-        "--labelled", type=int, default=DEFAULT_LABELLED, metavar="N", help=f"train + val images (default {DEFAULT_LABELLED})"
+        "--labelled", type=int, default=DEFAULT_LABELLED, metavar="N", help="train + val images (default %(default)s)"
     )
-    parser.add_argument(
-        "--test", type=int, default=DEFAULT_TEST, metavar="N", help=f"unlabelled test images (default {DEFAULT_TEST})"
-    )
+    parser.add_argument("--test", type=int, default=DEFAULT_TEST, metavar="N", help="unlabelled test images (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0); same seed, same data")
     parser.add_argument(
         "--force",
