@@ -210,7 +210,9 @@ spread.round(3)
 def judge(run_a, run_b, split="val"):
     """The paired difference run_a - run_b on the non-black images, and whether it clears the noise floor."""
     effect = compare_runs(run_a, run_b, split=split)
-    floor = max(seed_range.get(run_a.family, 0.0), seed_range.get(run_b.family, 0.0))
+    # 02's experiments are CNNs: the CNN family's seed range is theirs. A family without reruns (k-NN is
+    # deterministic, the final model has none) adds nothing to the floor.
+    floor = max(seed_range.get(run.family.removesuffix("_experiment"), 0.0) for run in (run_a, run_b))
     clears = bool(effect["measurable"]) and abs(effect["difference"]) > floor
     return {"difference": effect["difference"], "95% CI": f"{effect['interval'][0]:+.3f} .. {effect['interval'][1]:+.3f}",
             "seed range": floor, "verdict": "measurable" if clears else "no measurable difference"}
