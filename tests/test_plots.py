@@ -370,6 +370,19 @@ def test_prediction_grid_rejects_bad_thresholds_and_shapes(images, labels):
         plots.prediction_grid(images, labels[:3], labels[:3].astype(float), LABELS)
 
 
+def test_another_contest_folder_colour_images_and_four_labels(rng):
+    """A folder loaded with keep_channels (3 channels) and its own label names draws like the embedded one."""
+    names = ["even", "large", "loop", "seven"]
+    colour = rng.random((6, 64, 64, 3)).astype(np.float32)
+    truth = rng.integers(0, 2, (6, 4))
+    scores = rng.random((6, 4))
+    grid = plots.prediction_grid(colour, truth, scores, names, n=6)
+    assert len(image_axes(grid)) == 6 and "seven: " in joined(grid)
+    matrices = plots.confusion_matrices(truth, (scores >= 0.5).astype(int), names)
+    assert [ax.get_title() for ax in matrices.axes if ax.get_title()] == names
+    assert "loop" in joined(plots.precision_recall_curves({"m": (truth, scores)}, names))
+
+
 # --------------------------------------------------------------------------- hyperparameters, autoencoder
 
 
