@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -151,9 +152,10 @@ def test_zipped_twin_runs_from_the_unzipped_folder(smoke_run, tmp_path):
     folder = tmp_path / "unzipped" / SUBMISSION_NAME
     parameters = RunParameters(profile="smoke", data_dir=smoke_run["data_dir"], workdir=tmp_path / "work", seed=42)
     notebook = inject_parameters(jupytext.read(folder / "01_data_analysis.py"), parameters.cell_values(), name="01")
-    # The kernel starts in the unzipped folder, which comes first on its path: its own contest_study
-    # is imported, not the installed one (asserted).
+    # The unzipped folder comes first on the kernel's path: its own contest_study is imported, not the
+    # installed one (asserted), so a module missing from the zip fails here.
     check = f"import contest_study\nassert contest_study.__file__.startswith({str(folder)!r}), contest_study.__file__"
     notebook.cells.append(jupytext.reads(check, fmt="py:percent").cells[0])
-    NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    client = NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
+    client.execute(env={**os.environ, "PYTHONPATH": str(folder)})
     assert (tmp_path / "work" / "figures" / "01_label_balance.png").is_file()
