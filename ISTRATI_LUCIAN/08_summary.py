@@ -192,18 +192,19 @@ for family, records in seed_runs.items():
                     f"{split} min": scores.min(), f"{split} max": scores.max()})
     spread_rows.append(row)
 spread = pd.DataFrame(spread_rows).set_index("family")
-# The noise floor of a family: the range (max - min) of its validation mAP over the three seeds.
-seed_range = (spread["val max"] - spread["val min"]).to_dict() if len(spread) else {}
+# The noise floor of a family: the range (max - min) of its mAP over the three seeds, per split.
+seed_range = {split: (spread[f"{split} max"] - spread[f"{split} min"]).to_dict() if len(spread) else {}
+              for split in ("val", "holdout")}
 spread.round(3)
 
 # %% [markdown]
 # The table gives each family's run-to-run spread of the non-black mAP over
 # three seeds. A difference between two runs is below the noise floor, and
 # reported as **no measurable difference**, when the 95 % interval of the
-# paired bootstrap of the difference (the same validation images scored by
-# both runs) contains zero, or when the difference is no larger than the
-# seed range (max − min) of the families involved: another seed could have
-# produced it. Note that the range of three runs understates the spread a
+# paired bootstrap of the difference (the same images scored by both runs)
+# contains zero, or when the difference is no larger than the seed range
+# (max − min, on the same split) of the families involved: another seed could
+# have produced it. Note that the range of three runs understates the spread a
 # larger number of seeds would show.
 
 # %%
@@ -212,7 +213,7 @@ def judge(run_a, run_b, split="val"):
     effect = compare_runs(run_a, run_b, split=split)
     # 02's experiments are CNNs: the CNN family's seed range is theirs. A family without reruns (k-NN is
     # deterministic, the final model has none) adds nothing to the floor.
-    floor = max(seed_range.get(run.family.removesuffix("_experiment"), 0.0) for run in (run_a, run_b))
+    floor = max(seed_range[split].get(run.family.removesuffix("_experiment"), 0.0) for run in (run_a, run_b))
     clears = bool(effect["measurable"]) and abs(effect["difference"]) > floor
     return {"difference": effect["difference"], "95% CI": f"{effect['interval'][0]:+.3f} .. {effect['interval'][1]:+.3f}",
             "seed range": floor, "verdict": "measurable" if clears else "no measurable difference"}
@@ -383,7 +384,7 @@ else:
     print("no comparison of this study clears the noise floor")
 widest = spread["val max"].sub(spread["val min"]).idxmax() if len(spread) else None
 if widest is not None:
-    print(f"widest seed range: {widest}, {seed_range[widest]:.3f} non-black mAP over seeds {spread.loc[widest, 'seeds']}")
+    print(f"widest seed range: {widest}, {seed_range['val'][widest]:.3f} non-black mAP over seeds {spread.loc[widest, 'seeds']}")
 
 # %% [markdown]
 # The insight is in what the cell above finds. When the largest effect beyond
