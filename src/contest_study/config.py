@@ -75,6 +75,8 @@ PROFILES: dict[str, Profile] = {
         backbone_input_size=32,
         tuning_epochs=(1, 2),
         tuning_learning_rates=(1e-2,),
+        # Below 1, so no grid trial is the same run as the final model (a registry key ignores the family).
+        tuning_train_fraction=0.5,
         sklearn_dropouts=(0.5,),
         sklearn_initializers=("zeros", "he_normal"),
         sklearn_folds=2,
