@@ -4,7 +4,8 @@
 
 One row per finished run, best validation mAP first: validation and hold-out
 mAP on all images and on the non-black ones, the oracle beside them on the
-embedded data, parameters, epochs and training time.
+embedded data, parameters, epochs, the best epoch and why training stopped,
+and training time.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ COLUMNS = {
     "val mAP (non-black)": "val mAP (non-black)",
     "holdout mAP": "hold-out mAP",
     "holdout mAP (non-black)": "hold-out mAP (non-black)",
-    "val F1 macro (tuned)": "val F1 (tuned)",
     "oracle val mAP": "oracle val mAP",
     "params": "params",
     "epochs": "epochs",
+    "best epoch": "best epoch",
+    "stopped by": "stopped by",
     "wall time (s)": "time (s)",
 }
 
@@ -37,7 +39,7 @@ def _cell(value) -> str:
         if value != value:  # NaN: undefined (e.g. no epochs for a classical model)
             return "–"
         return f"{value:.0f}" if value >= 100 or value.is_integer() else f"{value:.3f}"
-    return str(value)
+    return str(value) if value != "" else "–"  # "": not applicable (no epochs for a classical model)
 
 
 def markdown_table(workdir: Path, families: list[str] | None = None) -> str:
