@@ -18,7 +18,8 @@ PANGO_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0
 .PHONY: submission test install lock pango data benchmark benchmark-pipeline clean
 
 install: $(INSTALLED)
-	@$(BIN)/python -c "from weasyprint import HTML" >/dev/null 2>&1 || $(MAKE) --no-print-directory pango
+	@($(BIN)/python -c "from weasyprint import HTML" && /sbin/ldconfig -p | grep -q libharfbuzz-subset) >/dev/null 2>&1 \
+		|| $(MAKE) --no-print-directory pango
 
 # Pango from Debian when WeasyPrint cannot load it: installed as root, else said how.
 pango:
