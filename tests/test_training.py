@@ -102,7 +102,7 @@ def test_config_for_profile_takes_epochs_batch_and_patience_from_the_profile():
         smoke.early_stopping_patience,
     )
     assert config.learning_rate == 3e-4
-    assert config_for_profile(PROFILES["default"]).epochs == PROFILES["default"].max_epochs == 40
+    assert config_for_profile(PROFILES["default"]).epochs == PROFILES["default"].max_epochs == 80
     assert config_for_profile("default", epochs=3).epochs == 3
     with pytest.raises(ValueError, match="lerning_rate"):
         config_for_profile("default", lerning_rate=1e-3)
