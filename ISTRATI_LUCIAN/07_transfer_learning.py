@@ -244,10 +244,16 @@ neutral = [fraction for fraction, verdict in verdicts.items() if verdict == "no 
 print(f"Pretraining helps at {budgets(helped)}, hurts at {budgets(hurt)} and makes no measurable difference "
       f"at {budgets(neutral)} of the labels.")
 if helped and max(helped) < 1:
-    print("It helps only below the full budget: where labels are few, the filters learnt from the unlabelled "
-          "images stand in for what the labels cannot teach; with every label the network learns them itself.")
-elif not helped:
+    print("It helps only where the labels are few: there the filters learnt from the unlabelled images stand in "
+          "for what the labels cannot teach.")
+if not helped:
     print("At these budgets the unlabelled images gave the encoder no head start that the labels could not give it.")
+for fraction in hurt:
+    pretrained, scratch = encoder_runs["pretrained", fraction], encoder_runs["from scratch", fraction]
+    print(f"At {fraction:.0%}, fine-tuned from the autoencoder's filters with the same recipe, the network settles "
+          f"lower than from random ones (best epoch {pretrained.data.get('best_epoch')} against "
+          f"{scratch.data.get('best_epoch')}), likely because a start made to rebuild pixels through a 4-channel code "
+          "is one the fine-tuning does not leave.")
 
 # %% [markdown]
 # ## ImageNet transfer: MobileNetV2
