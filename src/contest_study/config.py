@@ -42,8 +42,8 @@ class Profile:
     autoencoder_max_images: int | None = None
     autoencoder_max_epochs: int = 8
     label_budgets: tuple = (0.05, 0.2, 1.0)
-    backbone_max_train_images: int | None = 2000
-    backbone_max_epochs: int = 8
+    backbone_max_train_images: int | None = 1000
+    backbone_max_epochs: int = 5
     backbone_input_size: int | None = None
     # Notebook 05's grid: the share of the training images (black ones removed) each trial trains on,
     # the source's epochs axis, the learning rates tried, and whether all 144 cells run (else learning
