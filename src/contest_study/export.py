@@ -61,7 +61,7 @@ NOTEBOOK_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "04": (),
     "05": ("02", "03", "04"),  # tunes and retrains the best runs of 02-04, read from the registry
     "06": (),
-    "07": ("02", "06"),  # the autoencoder's encoder, against 02's network from scratch
+    "07": ("06",),  # the autoencoder's encoder (pretrained in 06) against the same network from scratch
     "08": ("01", "02", "03", "04", "05", "06", "07"),  # the whole registry
 }
 # Notebooks executed at once; each kernel gets an equal share of the cores.
