@@ -332,6 +332,27 @@ pd.DataFrame(rows).round(3)
 # the table is the epoch whose weights were kept.
 
 # %% [markdown]
+# ## The noise floor: the same network, two more seeds
+#
+# A bootstrap interval says how much a score depends on which validation
+# images were scored. A network also depends on its seed: the initial
+# weights, the order of the batches, dropout. The best CNN is trained
+# twice more with two other seeds, by the engine with the same settings; the
+# range of the three scores is the run-to-run noise that the comparisons of
+# this chapter, and of `08_summary`, are read against.
+
+# %%
+seed_runs = [best_cnn] + [
+    study.train(builders[best_cnn.model], family="cnn_seed", seed=seed + k,
+                description=f"{best_cnn.model} retrained with seed {seed + k} (noise floor)")
+    for k in (1, 2)
+]
+seed_scores = pd.Series({f"seed {record.seed}": record.metrics["val"]["non_black"]["map"] for record in seed_runs})
+print(f"{best_cnn.model}, non-black val mAP over 3 seeds: mean {seed_scores.mean():.3f}, "
+      f"range {seed_scores.max() - seed_scores.min():.3f}")
+seed_scores.round(3)
+
+# %% [markdown]
 # ## What the best CNN gets right and wrong
 #
 # Validation images with the predicted probability of each label, blue when the

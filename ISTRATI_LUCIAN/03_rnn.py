@@ -196,6 +196,28 @@ else:
 # and need more of them.
 
 # %% [markdown]
+# ## The noise floor: the same network, two more seeds
+#
+# A bootstrap interval says how much a score depends on which validation
+# images were scored. A network also depends on its seed: the initial
+# weights, the order of the batches, dropout. The best recurrent network is trained
+# twice more with two other seeds, by the engine with the same settings; the
+# range of the three scores is the run-to-run noise that the comparisons of
+# this chapter, and of `08_summary`, are read against.
+
+# %%
+rnn_builders = {"rnn_lstm": build_rnn_lstm, "rnn_bigru": build_rnn_bigru}
+seed_runs = [best_rnn] + [
+    study.train(rnn_builders[best_rnn.model], family="rnn_seed", seed=seed + k,
+                description=f"{best_rnn.model} retrained with seed {seed + k} (noise floor)")
+    for k in (1, 2)
+]
+seed_scores = pd.Series({f"seed {record.seed}": record.metrics["val"]["non_black"]["map"] for record in seed_runs})
+print(f"{best_rnn.model}, non-black val mAP over 3 seeds: mean {seed_scores.mean():.3f}, "
+      f"range {seed_scores.max() - seed_scores.min():.3f}")
+seed_scores.round(3)
+
+# %% [markdown]
 # ## What the best recurrent network gets right and wrong
 
 # %%

@@ -169,8 +169,8 @@ family_figures["precision_recall"]
 # order of the batches and dropout. To measure that, the best network of each
 # neural family is trained twice more, with two other seeds, by the engine's
 # own fit with the same settings (the architecture rebuilt from the registry).
-# These six runs are the only training of this notebook; a second run of the
-# notebook reads them from the registry.
+# Notebooks 02-04 train these six runs for their own verdicts; this notebook
+# finds them in the registry and trains them only if those notebooks did not.
 
 # %%
 extra_seeds = (seed + 1, seed + 2)
