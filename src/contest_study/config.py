@@ -42,7 +42,7 @@ class Profile:
     autoencoder_max_images: int | None = None
     autoencoder_max_epochs: int = 8
     label_budgets: tuple = (0.05, 0.2, 1.0)
-    backbone_max_train_images: int | None = 1000
+    backbone_max_train_images: int | None = 500
     backbone_max_epochs: int = 5
     backbone_input_size: int | None = None
     # Notebook 05's grid: the share of the training images (black ones removed) each trial trains on,
