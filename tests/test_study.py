@@ -14,6 +14,7 @@ def record(model="cnn_1e", *, val=0.80, val_all=0.70, holdout=0.78, seconds=60.0
 
     data = {
         "model": model,
+        "family": "cnn",
         "hyperparams": {"input_channels": 1, "black_images": "removed", **hyperparams},
         "metrics": {"val": split(val, val_all), "holdout": split(holdout, holdout - 0.1)},
         "wall_time_s": seconds,
@@ -27,6 +28,7 @@ def record(model="cnn_1e", *, val=0.80, val_all=0.70, holdout=0.78, seconds=60.0
     [
         ({}, "cnn_1e"),
         ({"black_images": "kept", "input_channels": 3}, "cnn_1e (black images kept, 3 channels)"),
+        ({"train_fraction": 0.05}, "cnn_1e (5% of the training images)"),
     ],
 )
 def test_run_name_says_what_sets_a_run_apart(hyperparams, expected):

@@ -200,6 +200,10 @@ def run_name(record: RunRecord) -> str:
         variant.append("black images kept")
     if hyperparams.get("input_channels", 1) != 1:
         variant.append(f"{hyperparams['input_channels']} channels")
+    if "train_fraction" in hyperparams:
+        variant.append(f"{hyperparams['train_fraction']:.0%} of the training images")
+    if record.family.endswith("_seed"):
+        variant.append(f"seed {record.seed}")
     return f"{record.model} ({', '.join(variant)})" if variant else record.model
 
 
