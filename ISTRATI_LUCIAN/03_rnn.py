@@ -167,33 +167,24 @@ rnn_figures["learning_curves"]
 rnn_figures["precision_recall"]
 
 # %%
-# The two recurrent networks against each other, and the better one against the best CNN of 02.
+# The two recurrent networks against each other (08_summary puts the families side by side).
 best_rnn = study.best(rnn_runs.values())
 other_rnn = next(record for record in rnn_runs.values() if record.key != best_rnn.key)
 between = compare_runs(best_rnn, other_rnn)
 print(f"best RNN: {best_rnn.model}, non-black val mAP {best_rnn.metrics['val']['non_black']['map']:.3f}; "
       f"{other_rnn.model} {between['difference']:+.3f} below it (95% CI {between['interval'][0]:+.3f} .. {between['interval'][1]:+.3f}) -> "
       + ("measurable" if between['measurable'] else "no measurable difference"))
-cnn_records = study.records(family="cnn")
-if cnn_records:
-    best_cnn = study.best(cnn_records)
-    gap = compare_runs(best_rnn, best_cnn)
-    print(f"against the best CNN ({best_cnn.model}, {best_cnn.metrics['val']['non_black']['map']:.3f}): "
-          f"{gap['difference']:+.3f} (95% CI {gap['interval'][0]:+.3f} .. {gap['interval'][1]:+.3f}) -> "
-          + ("measurable" if gap['measurable'] else "no measurable difference"))
-else:
-    print("no CNN in the registry yet: run 02_cnn for the comparison")
 
 # %% [markdown]
-# The first line says whether reading in both directions made a measurable
-# difference; the second puts the better recurrent network against the best
-# convolutional one on the same validation images. A recurrent network that
-# reaches the CNN shows that the patterns can be assembled row by row; the
-# gap, when there is one, is the price of having no notion of translation:
-# the same pattern shifted sideways arrives as a different row vector and must
-# be learnt again. The learning curves show how many epochs each needed
-# before early stopping: recurrent networks are usually slower per epoch
-# and need more of them.
+# The cell says whether reading in both directions made a measurable
+# difference. Against the convolutional networks (compared in
+# `08_summary`, once every chapter has run), a recurrent network that
+# reaches the CNN shows that the patterns can be assembled row by row; a
+# gap is the price of having no notion of translation: the same pattern
+# shifted sideways arrives as a different row vector and must be learnt
+# again. The learning curves show how many epochs each needed before early
+# stopping: recurrent networks are usually slower per epoch and need more of
+# them.
 
 # %% [markdown]
 # ## The noise floor: the same network, two more seeds

@@ -236,13 +236,10 @@ helped = [fraction for fraction, verdict in verdicts.items() if verdict == "pret
 hurt = [fraction for fraction, verdict in verdicts.items() if verdict == "pretraining hurts"]
 
 
-def budgets(fractions):
-    return ", ".join(f"{fraction:.0%}" for fraction in fractions) or "no budget"
-
-
 neutral = [fraction for fraction, verdict in verdicts.items() if verdict == "no measurable difference"]
-print(f"Pretraining helps at {budgets(helped)}, hurts at {budgets(hurt)} and makes no measurable difference "
-      f"at {budgets(neutral)} of the labels.")
+for outcome, fractions in (("helps", helped), ("hurts", hurt), ("makes no measurable difference", neutral)):
+    if fractions:
+        print(f"Pretraining {outcome} at {', '.join(f'{fraction:.0%}' for fraction in fractions)} of the labels.")
 if helped and max(helped) < 1:
     print("It helps only where the labels are few: there the filters learnt from the unlabelled images stand in "
           "for what the labels cannot teach.")
