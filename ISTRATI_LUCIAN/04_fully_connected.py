@@ -47,6 +47,7 @@ import keras
 import pandas as pd
 from keras import layers
 
+from contest_study.data import black_mask
 from contest_study.study import open_study
 
 study = open_study(profile=profile, data_dir=data_dir, workdir=workdir, seed=seed)
@@ -216,8 +217,9 @@ dense_figures["precision_recall"]
 
 # %%
 # Where each model sits above chance (the labels' base rates), on the non-black validation images.
-chance = float(study.data.val.labels.mean(axis=0).mean())
-print(f"chance (mean positive rate on validation): {chance:.3f}")
+non_black_val = ~black_mask(study.data.val.images)
+chance = float(study.data.val.labels[non_black_val].mean(axis=0).mean())
+print(f"chance (mean positive rate of the non-black validation images): {chance:.3f}")
 pd.DataFrame({name: {"val mAP (non-black)": record.metrics["val"]["non_black"]["map"],
                      "above chance": record.metrics["val"]["non_black"]["map"] - chance}
               for name, record in models_04.items()}).T.round(3)
