@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from contest_study.registry import RunRecord
-from contest_study.study import Study, run_name
+from contest_study.study import run_name
 
 
 def record(model="cnn_1e", *, val=0.80, val_all=0.70, holdout=0.78, seconds=60.0, epochs=8, **hyperparams):
