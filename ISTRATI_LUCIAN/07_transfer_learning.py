@@ -247,6 +247,10 @@ if not helped:
     print("At these budgets the unlabelled images gave the encoder no head start that the labels could not give it.")
 for fraction in hurt:
     pretrained, scratch = encoder_runs["pretrained", fraction], encoder_runs["from scratch", fraction]
+    if pretrained.data.get("stopped_because") == "epoch cap":
+        print(f"At {fraction:.0%} the pretrained run reached the epoch cap ({pretrained.data.get('epochs_run')} epochs, "
+              f"best epoch {pretrained.data.get('best_epoch')}): it was still learning, so part of the gap is training time.")
+        continue
     print(f"At {fraction:.0%}, fine-tuned from the autoencoder's filters with the same recipe, the network settles "
           f"lower than from random ones (best epoch {pretrained.data.get('best_epoch')} against "
           f"{scratch.data.get('best_epoch')}), likely because a start made to rebuild pixels through a 4-channel code "
