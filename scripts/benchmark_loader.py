@@ -13,7 +13,12 @@ none of them pays for the disk:
     ``<split>_images/<id>``, the contest layout).  The clock is read after
     the labelled images and after all of them.
 (b) cold: ``load_contest`` with an empty cache (decodes and writes the cache);
-(c) warm: ``load_contest`` again (reads the cache), median of ``--repeats``.
+(c) warm: ``load_contest`` again (maps the cache), median of ``--repeats``;
+    the naive loop is the median of ``--naive-repeats``.
+
+Both ``load_contest`` timings end with one pass over every pixel (``np.max``
+of each split): the warm load maps the cached files, so the pages are read
+when first used, and that reading belongs in the clock.
 
 The pass mark compares like with like: the naive loop over the same images
 ``load_contest`` returns (labelled + test) against the warm load.  The ratio
@@ -72,7 +77,10 @@ def measure(kind: str, data_dir: Path, cache_dir: Path) -> dict:
         return naive_load(data_dir)
     start, cpu_start = time.perf_counter(), cpu_seconds()
     data = load_contest(data_dir, cache_dir=cache_dir)
-    count = sum(len(split) for split in (data.train, data.val, data.holdout, data.test) if split is not None)
+    splits = [split for split in (data.train, data.val, data.holdout, data.test) if split is not None]
+    for split in splits:
+        np.max(split.images)
+    count = sum(len(split) for split in splits)
     return {"seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu_start, "images": count}
 
 
@@ -118,21 +126,28 @@ def write_random_folder(root: Path, n_labelled: int, n_test: int, seed: int = 0)
     return root
 
 
-def report(data_dir: Path, naive: dict, cold: dict, warm_runs: list[dict], min_ratio: float) -> float:
-    """Print the timings; return the pass-mark ratio (naive over the same images / warm)."""
-    warm = {key: statistics.median(run[key] for run in warm_runs) for key in ("seconds", "cpu_seconds")}
-    warm["images"] = warm_runs[0]["images"]
+def median_timing(runs: list[dict]) -> dict:
+    return {"seconds": statistics.median(run["seconds"] for run in runs),
+            "cpu_seconds": statistics.median(run["cpu_seconds"] for run in runs),
+            "images": runs[0]["images"]}
+
+
+def report(data_dir: Path, naive_runs: list[dict], cold: dict, warm_runs: list[dict], min_ratio: float) -> float:
+    """Print the timings; return the pass-mark ratio (median naive over the same images / median warm)."""
+    naive = {part: median_timing([run[part] for run in naive_runs]) for part in ("labelled", "all")}
+    warm = median_timing(warm_runs)
     print(f"contest folder: {data_dir}")
     # Wall times on a shared machine depend on what else runs: say how busy it was.
     print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
     print(f"{'':36}wall time   CPU time (all threads)")
     for label, timing, what in (
-        ("(a) naive loop, labelled images", naive["labelled"], "images (train.csv + val.csv)"),
+        ("(a) naive loop, labelled images", naive["labelled"], f"images (train.csv + val.csv; median of {len(naive_runs)})"),
         ("(a) naive loop, all images", naive["all"], "images (+ test.csv: what load_contest returns)"),
-        ("(b) load_contest, cold", cold, "images (decode + write the cache)"),
-        ("(c) load_contest, warm", warm, f"images (from the cache; median of {len(warm_runs)})"),
+        ("(b) load_contest, cold", cold, "images (decode + write the cache, + one pass over the pixels)"),
+        ("(c) load_contest, warm", warm, f"images (map the cache + one pass; median of {len(warm_runs)})"),
     ):
         print(f"{label:34}{timing['seconds']:8.3f} s  {timing['cpu_seconds']:8.3f} s   {timing['images']} {what}")
+    print(f"    naive wall times, all images: {', '.join(format(run['all']['seconds'], '.3f') for run in naive_runs)}")
     print(f"    warm wall times: {', '.join(format(run['seconds'], '.3f') for run in warm_runs)}")
     ratio = naive["all"]["seconds"] / warm["seconds"]
     print(
@@ -150,6 +165,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--synthetic-test-size", type=int, help="test images in that folder (default: N / 3)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     parser.add_argument("--repeats", type=int, default=5, help="warm loads to time (the median is used)")
+    parser.add_argument("--naive-repeats", type=int, default=3, help="naive loops to time (the median is used)")
     parser.add_argument("--min-ratio", type=float, default=20.0, help="fail below this naive / warm ratio")
     parser.add_argument("--measure", choices=["naive", "cold", "warm"], help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
@@ -183,10 +199,10 @@ def main() -> int:
                 return 2
         cache_dir = scratch / "cache"
         warm_file_cache(data_dir)
-        naive = measure_in_subprocess("naive", data_dir, cache_dir)
+        naive_runs = [measure_in_subprocess("naive", data_dir, cache_dir) for _ in range(arguments.naive_repeats)]
         cold = measure_in_subprocess("cold", data_dir, cache_dir)
         warm_runs = [measure_in_subprocess("warm", data_dir, cache_dir) for _ in range(arguments.repeats)]
-        ratio = report(data_dir, naive, cold, warm_runs, arguments.min_ratio)
+        ratio = report(data_dir, naive_runs, cold, warm_runs, arguments.min_ratio)
         return 0 if ratio >= arguments.min_ratio else 1
     finally:
         if arguments.keep:

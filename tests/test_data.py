@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -411,8 +412,9 @@ def test_second_load_reads_the_cache_without_decoding(make_contest_folder, tmp_p
     folder = make_contest_folder(n_val=0)
     cache = tmp_path / "cache"
     first = load_contest(folder, cache_dir=cache)
-    files = sorted(cache.iterdir())
-    assert len(files) == 1 and files[0].suffix == ".npz"  # no temp file left behind
+    (entry,) = cache.iterdir()
+    # One float32 file per split and the index; no temporary file left behind.
+    assert sorted(path.name for path in entry.iterdir()) == ["holdout.npy", "index.npz", "test.npy", "train.npy", "val.npy"]
 
     def no_decoding(path):
         raise AssertionError(f"decoded {path} although the cache is valid")
@@ -466,15 +468,57 @@ def test_fingerprint_depends_on_options(make_contest_folder):
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_damaged_cache_is_ignored_with_a_warning(make_contest_folder, tmp_path, damage):
+@pytest.mark.parametrize("file_name", ["index.npz", "train.npy"])
+def test_damaged_cache_is_ignored_with_a_warning(make_contest_folder, tmp_path, damage, file_name):
     folder = make_contest_folder()
     cache = tmp_path / "cache"
     first = load_contest(folder, cache_dir=cache)
-    (cache_file,) = cache.iterdir()
+    (entry,) = cache.iterdir()
+    cache_file = entry / file_name
     content = cache_file.read_bytes()
     cache_file.write_bytes(b"garbage" if damage == "garbage" else content[: len(content) // 2])
     with pytest.warns(UserWarning, match="ignoring unreadable cache file"):
         assert_same_data(first, load_contest(folder, cache_dir=cache))
+    # The load that found it damaged wrote it again.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same_data(first, load_contest(folder, cache_dir=cache))
+
+
+def test_an_interrupted_cache_write_reads_as_absent(make_contest_folder, tmp_path):
+    # The index is written last: without it the entry is not a cache, and no warning is due.
+    folder = make_contest_folder()
+    cache = tmp_path / "cache"
+    first = load_contest(folder, cache_dir=cache)
+    (entry,) = cache.iterdir()
+    (entry / "index.npz").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same_data(first, load_contest(folder, cache_dir=cache))
+    assert (entry / "index.npz").is_file()
+
+
+def test_editing_loaded_images_leaves_the_cache_unchanged(make_contest_folder, tmp_path):
+    # The cached arrays are mapped copy-on-write: a notebook may normalise in place.
+    folder = make_contest_folder()
+    cache = tmp_path / "cache"
+    first = load_contest(folder, cache_dir=cache)
+    cached = load_contest(folder, cache_dir=cache)
+    cached.train.images -= 0.5
+    cached.test.images[:] = 1.0
+    assert_same_data(first, load_contest(folder, cache_dir=cache))
+
+
+def test_a_cache_from_the_earlier_single_file_format_is_removed(make_contest_folder, tmp_path):
+    folder = make_contest_folder()
+    cache = tmp_path / "cache"
+    load_contest(folder, cache_dir=cache)
+    (entry,) = cache.iterdir()
+    shutil.rmtree(entry)
+    old_format = cache / f"{entry.name.rsplit('-', 1)[0]}-0123456789abcdef0123456789abcdef.npz"
+    old_format.write_bytes(b"an npz of the former loader")
+    load_contest(folder, cache_dir=cache)
+    assert [path.name for path in cache.iterdir()] == [entry.name]
 
 
 def test_data_folder_is_never_written(make_contest_folder, tmp_path):

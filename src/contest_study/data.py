@@ -3,12 +3,14 @@
 Every problem of the folder (bad CSV rows, labels, ids, missing or unreadable images, ids
 leaving the folder, one image behind two rows) is reported in one :class:`FolderProblems`
 error, grouped by kind with file and line; ``python -m contest_study.data validate DIR``
-prints that report without loading.  Decoded pixels are cached as plain ``.npz`` files.
+prints that report without loading.  Decoded images are cached as plain float32 ``.npy``
+files, mapped into memory on the next load.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import csv
 import hashlib
 import io
@@ -16,6 +18,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import warnings
 import zipfile
@@ -605,57 +608,75 @@ def _fingerprint(tables: list[_Table], options: dict) -> str:
         digest.update(f"\0{table.name}\0{len(table.raw)}\0".encode())
         digest.update(table.raw)
         digest.update("\0".join(table.image_names).encode())
-        statuses = [os.stat(path) for path in table.image_paths]
-        digest.update(np.array([(status.st_size, status.st_mtime_ns) for status in statuses], dtype=np.int64).tobytes())
+        # One flat int64 buffer, each stat result dropped at once: a third faster than
+        # keeping 10,000 of them (scripts/benchmark_loader.py), and the same bytes.
+        sizes_and_times = array.array("q")
+        for status in map(os.stat, table.image_paths):
+            sizes_and_times.extend((status.st_size, status.st_mtime_ns))
+        digest.update(sizes_and_times.tobytes())
     return digest.hexdigest()
 
 
-def _cache_file(cache_dir: Path, data_dir: Path, options: dict, fingerprint: str) -> Path:
+def _cache_entry(cache_dir: Path, data_dir: Path, options: dict, fingerprint: str) -> Path:
+    """The cache folder of one load: ``index.npz`` (ids, decode facts) and one float32 ``<split>.npy`` per split."""
     # The prefix identifies "this folder loaded with these options", so a newer
-    # fingerprint of the same folder can replace the stale file instead of piling up.
+    # fingerprint of the same folder can replace the stale entry instead of piling up.
     source = json.dumps({"data_dir": str(data_dir), **options}, sort_keys=True).encode()
-    return cache_dir / f"contest-{hashlib.sha256(source).hexdigest()[:16]}-{fingerprint[:32]}.npz"
+    return cache_dir / f"contest-{hashlib.sha256(source).hexdigest()[:16]}-{fingerprint[:32]}"
 
 
-def _read_cache(path: Path, plan: dict[str, "_Planned"], channels: int) -> tuple[dict[str, np.ndarray], dict] | None:
+def _read_cache(entry: Path, plan: dict[str, "_Planned"], channels: int) -> tuple[dict[str, np.ndarray], dict] | None:
     """Float images per split and the decode facts from the cache, or None when absent or unusable."""
-    if not path.is_file():
+    index = entry / "index.npz"
+    if not index.is_file():
         return None
     try:
-        with np.load(path) as archive:
+        with np.load(index) as archive:
             meta = json.loads(str(archive["meta"]))
-            images = {}
             for name, planned in plan.items():
                 if not np.array_equal(archive[f"ids_{name}"], planned.ids):
                     raise ValueError(f"the {name} ids differ from this load's split")
-                pixels = archive[f"pixels_{name}"]
-                if pixels.dtype != np.uint8 or pixels.shape != (len(planned.ids), IMAGE_SIZE, IMAGE_SIZE, channels):
-                    raise ValueError(f"unexpected pixels for {name}")
-                images[name] = _to_float(pixels)
+        images = {}
+        for name, planned in plan.items():
+            # Mapped, not read: the pages come from the OS file cache as the images are
+            # first used, and copy-on-write ("c") lets a caller edit its arrays without
+            # touching the cache.
+            pixels = np.load(entry / f"{name}.npy", mmap_mode="c")
+            if pixels.dtype != np.float32 or pixels.shape != (len(planned.ids), IMAGE_SIZE, IMAGE_SIZE, channels):
+                raise ValueError(f"unexpected pixels for {name}: {pixels.dtype} {pixels.shape}")
+            images[name] = np.asarray(pixels)  # a plain ndarray view of the mapping
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         # A bad cache is only a missed shortcut.
-        warnings.warn(f"ignoring unreadable cache file {path}: {error}", stacklevel=3)
+        warnings.warn(f"ignoring unreadable cache file in {entry}: {error}", stacklevel=3)
         return None
     return images, meta
 
 
-def _write_cache(path: Path, pixels: dict[str, np.ndarray], plan: dict[str, "_Planned"], meta: dict) -> None:
-    """Write the cache atomically (uncompressed: reading it must be fast) and drop stale versions."""
+def _write_cache(entry: Path, images: dict[str, np.ndarray], plan: dict[str, "_Planned"], meta: dict) -> None:
+    """Write the float images, then the index that makes the entry valid; drop stale entries.
+
+    Each file is written atomically and the index last, so an interrupted write
+    leaves an entry without index, which reads as absent.
+    """
     arrays = {"meta": np.array(json.dumps(meta))}
-    for name, planned in plan.items():
-        arrays[f"ids_{name}"] = planned.ids
-        arrays[f"pixels_{name}"] = pixels[name]
     try:
-        # A file object, because np.savez appends ".npz" to a file name without it.
-        with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        for name, planned in plan.items():
+            arrays[f"ids_{name}"] = planned.ids
+            # File objects, because np.save and np.savez append their suffix to a name without it.
+            with atomic_output(entry / f"{name}.npy") as temporary, open(temporary, "wb") as handle:
+                np.save(handle, images[name])
+        with atomic_output(entry / "index.npz") as temporary, open(temporary, "wb") as handle:
             np.savez(handle, **arrays)
     except OSError as error:
-        warnings.warn(f"could not write the image cache {path} ({error}); the next load decodes again", stacklevel=3)
+        warnings.warn(f"could not write the image cache {entry} ({error}); the next load decodes again", stacklevel=3)
         return
-    prefix = path.name.rsplit("-", 1)[0] + "-"
-    for stale in path.parent.glob(prefix + "*.npz"):
-        if stale != path:
-            stale.unlink(missing_ok=True)
+    prefix = entry.name.rsplit("-", 1)[0] + "-"
+    for stale in entry.parent.glob(prefix + "*"):
+        if stale != entry:
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:  # the single .npz file the loader wrote before the mapped cache
+                stale.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- splitting
@@ -851,16 +872,16 @@ def load_contest(
     channels = 3 if keep_channels else 1
     cached = None
     if cache_dir is not None:
-        cache_file = _cache_file(Path(cache_dir).expanduser().resolve(), folder.data_dir, options, fingerprint)
-        cached = _read_cache(cache_file, plan, channels)
+        cache_entry = _cache_entry(Path(cache_dir).expanduser().resolve(), folder.data_dir, options, fingerprint)
+        cached = _read_cache(cache_entry, plan, channels)
     if cached is None:
         table_pixels, meta = _decode_tables(folder.tables, keep_channels, folder.problems)
         if folder.problems:
             raise FolderProblems(folder.data_dir, folder.problems)
-        pixels = {name: table_pixels[planned.table.key][planned.rows] for name, planned in plan.items()}
+        decoded = {name: _to_float(table_pixels[planned.table.key][planned.rows]) for name, planned in plan.items()}
         if cache_dir is not None:
-            _write_cache(cache_file, pixels, plan, meta)
-        cached = {name: _to_float(split_pixels) for name, split_pixels in pixels.items()}, meta
+            _write_cache(cache_entry, decoded, plan, meta)
+        cached = decoded, meta
     images, meta = cached
     splits = {
         name: Split(name=name, ids=planned.ids, images=images[name], labels=planned.labels)
