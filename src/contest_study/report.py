@@ -1,8 +1,10 @@
 """The technical report: the executed notebooks' prose, tables and figures as one HTML and one PDF.
 
 nbconvert turns each executed notebook of this run (code hidden, training logs dropped, HTML from
-the data sanitized) into a section; WeasyPrint lays the page out as an A4 PDF and may fetch nothing
-outside the report's folder. :func:`prose_words` counts the words of prose, tables excluded.
+the data sanitized) into a chapter of the main body; the cells a notebook tags ``appendix`` (layer
+tables, per-label tables, grid details) go to that notebook's part of the appendix instead.
+WeasyPrint lays the page out as an A4 PDF, may fetch nothing outside the report's folder, and says
+on which page the appendix starts. :func:`prose_words` counts the words of prose, tables excluded.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from contest_study.files import atomic_output, write_text_atomic
 # The notebook-metadata key under which the export records the run that made an executed copy
 # (profile, data folder, seed, ...): the report never mixes notebooks of two runs.
 RUN_METADATA_KEY = "contest_study_run"
+# The cell tag (jupytext: ``# %% tags=["appendix"]``) that sends a cell to the report's appendix.
+APPENDIX_TAG = "appendix"
 
 REPORT_TITLE = "Multi-label classification of 64×64 grayscale images"
 REPORT_SUBTITLE = "Technical report"
@@ -64,7 +68,7 @@ class Heading:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class NotebookSection:
     """One executed notebook as a part of the report."""
 
@@ -72,10 +76,16 @@ class NotebookSection:
     title: str  # its first level-1 heading
     body: str  # HTML, headings renumbered under the section's own anchor
     headings: list[Heading]
+    appendix: str = ""  # HTML of the cells tagged ``appendix``, under their own heading
+    appendix_headings: list[Heading] = field(default_factory=list)
 
     @property
     def anchor(self) -> str:
         return f"nb-{self.name}"
+
+    @property
+    def appendix_anchor(self) -> str:
+        return f"appendix-{self.name}"
 
 
 @dataclass
@@ -88,6 +98,8 @@ class ReportResult:
     missing: list[tuple[str, str]] = field(default_factory=list)  # (notebook, why)
     pdf_error: str | None = None
     prose_words: int = 0
+    pages: int = 0  # of the PDF
+    main_pages: int = 0  # title page, contents and main body: the pages before the appendix
     seconds: float = 0.0
 
     @property
@@ -188,25 +200,44 @@ def _mark_wide_tables(body: str) -> str:
     return _TABLE.sub(mark, body)
 
 
+def _has_tag(cell, tag: str) -> bool:
+    return tag in cell.get("metadata", {}).get("tags", [])
+
+
+def _anchored(body: str, prefix: str, headings: list[Heading]) -> str:
+    """``body`` with every heading given the anchor ``prefix-N``, the headings appended to ``headings``."""
+
+    def renumber(match: re.Match) -> str:
+        level, inner = int(match.group(1)), match.group(2)
+        heading = Heading(level, f"{prefix}-{len(headings) + 1}", _plain(inner))
+        headings.append(heading)
+        return f'<h{level} id="{heading.anchor}">{inner}</h{level}>'
+
+    return _mark_wide_tables(_CELL_ID.sub("", _HEADING.sub(renumber, body)))
+
+
 def notebook_section(path: Path, exporter=None) -> NotebookSection:
-    """Convert one executed notebook into a report section (code hidden, headings anchored)."""
+    """Convert one executed notebook into a chapter (code hidden, headings anchored) and its appendix part."""
     try:
         notebook = nbformat.read(path, as_version=4)
     except Exception as error:  # nbformat raises several unrelated types for bad JSON / schema
         raise ReportError(f"{path}: not a readable notebook ({error})") from error
-    body, _ = (exporter or _exporter()).from_notebook_node(report_notebook(notebook))
+    exporter = exporter or _exporter()
+    notebook = report_notebook(notebook)
+    main, appendix = copy.copy(notebook), copy.copy(notebook)
+    main.cells = [cell for cell in notebook.cells if not _has_tag(cell, APPENDIX_TAG)]
+    appendix.cells = [cell for cell in notebook.cells if _has_tag(cell, APPENDIX_TAG)]
     name = path.stem
     headings: list[Heading] = []
-
-    def renumber(match: re.Match) -> str:
-        level, inner = int(match.group(1)), match.group(2)
-        heading = Heading(level, f"nb-{name}-{len(headings) + 1}", _plain(inner))
-        headings.append(heading)
-        return f'<h{level} id="{heading.anchor}">{inner}</h{level}>'
-
-    body = _mark_wide_tables(_CELL_ID.sub("", _HEADING.sub(renumber, body)))
+    body = _anchored(exporter.from_notebook_node(main)[0], f"nb-{name}", headings)
     title = next((heading.text for heading in headings if heading.level == 1), name)
-    return NotebookSection(name=name, title=title, body=body, headings=headings)
+    section = NotebookSection(name=name, title=title, body=body, headings=headings)
+    if appendix.cells:
+        appendix_title = f"{title}: details"
+        appendix_body = f"<h1>{html_lib.escape(appendix_title)}</h1>\n" + exporter.from_notebook_node(appendix)[0]
+        section.appendix_headings = []
+        section.appendix = _anchored(appendix_body, section.appendix_anchor, section.appendix_headings)
+    return section
 
 
 # --------------------------------------------------------------------------- assembling
@@ -244,24 +275,33 @@ nav.contents li { text-align: left; margin: 2pt 0; }
 nav.contents a { color: #111; text-decoration: none; }
 nav.contents .missing { font-size: 9.5pt; color: #8a1f11; }
 @media print { nav.contents a::after { content: leader('.') target-counter(attr(href), page); } }
-section.notebook { break-before: page; }
+section.notebook + section.notebook { margin-top: 22pt; }
+section.appendix { break-before: page; }
+section.appendix section.notebook-appendix + section.notebook-appendix { margin-top: 22pt; }
+.appendix-title { font-size: 20pt; }
 @page landscape { size: A4 landscape; }
 table.wide { page: landscape; font-size: 6.5pt; }
 """
 
 
+def _contents_entry(anchor: str, title: str, headings: Sequence[Heading]) -> str:
+    sub = "".join(
+        f'<li><a href="#{heading.anchor}">{html_lib.escape(heading.text)}</a></li>'
+        for heading in headings
+        if heading.level == 2
+    )
+    return f'<li><a href="#{anchor}">{html_lib.escape(title)}</a>' + (f"<ol>{sub}</ol>" if sub else "") + "</li>"
+
+
 def _contents(sections: Sequence[NotebookSection], missing: Sequence[tuple[str, str]]) -> str:
-    items = []
-    for section in sections:
-        sub = "".join(
-            f'<li><a href="#{heading.anchor}">{html_lib.escape(heading.text)}</a></li>'
-            for heading in section.headings
-            if heading.level == 2
+    items = [_contents_entry(section.anchor, section.title, section.headings) for section in sections]
+    with_appendix = [section for section in sections if section.appendix]
+    if with_appendix:
+        parts = "".join(
+            _contents_entry(section.appendix_anchor, section.appendix_headings[0].text, [])
+            for section in with_appendix
         )
-        items.append(
-            f'<li><a href="#{section.anchor}">{html_lib.escape(section.title)}</a>' + (f"<ol>{sub}</ol>" if sub else "")
-            + "</li>"
-        )
+        items.append(f'<li><a href="#appendix">Appendix</a><ol>{parts}</ol></li>')
     parts = ['<nav class="contents" data-prose="no"><h1>Contents</h1>', f"<ol>{''.join(items)}</ol>"]
     if missing:
         rows = "".join(f"<li><strong>{html_lib.escape(name)}</strong>: {html_lib.escape(why)}</li>" for name, why in missing)
@@ -278,7 +318,7 @@ def assemble_html(
     author: str = "",
     run_description: str = "",
 ) -> str:
-    """One HTML page: title page, contents (with page numbers in the PDF), then every section."""
+    """One HTML page: title page, contents (with page numbers in the PDF), every chapter, then the appendix."""
     title_page = (
         '<section class="title-page" data-prose="no">'
         f"<h1>{html_lib.escape(title)}</h1>"
@@ -290,6 +330,17 @@ def assemble_html(
     body = "\n".join(
         f'<section class="notebook" id="{section.anchor}">\n{section.body}\n</section>' for section in sections
     )
+    appendix_parts = "\n".join(
+        f'<section class="notebook-appendix" id="{section.appendix_anchor}">\n{section.appendix}\n</section>'
+        for section in sections
+        if section.appendix
+    )
+    if appendix_parts:
+        body += (
+            '\n<section class="appendix" id="appendix">\n<h1 class="appendix-title">Appendix</h1>\n'
+            "<p>The details the chapters stand on: the layer table of every network, per-label and per-seed "
+            f"tables, and the full search grids.</p>\n{appendix_parts}\n</section>"
+        )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html_lib.escape(title)} — {html_lib.escape(REPORT_SUBTITLE)}</title>\n"
@@ -307,8 +358,10 @@ PANGO_HINT = (
 )
 
 
-def write_pdf(html: str, pdf_path: Path, *, base_url: Path | None = None) -> Path:
+def write_pdf(html: str, pdf_path: Path, *, base_url: Path | None = None) -> tuple[int, int]:
     """Lay ``html`` out as a PDF with WeasyPrint, atomically; :class:`ReportError` if it cannot.
+
+    Returns the number of pages and the number before the appendix (all of them without one).
 
     WeasyPrint reads only ``data:`` URLs and files under ``base_url`` (the report's folder):
     a URL anywhere else, e.g. in a label name that slipped through, is refused, not fetched.
@@ -326,9 +379,11 @@ def write_pdf(html: str, pdf_path: Path, *, base_url: Path | None = None) -> Pat
                 raise ValueError(f"the report may only read files under {folder}, not {url}")
             return super().fetch(url, headers)
 
+    document = weasyprint.HTML(string=html, base_url=str(folder), url_fetcher=BuildFolderFetcher()).render()
     with atomic_output(pdf_path) as tmp:
-        weasyprint.HTML(string=html, base_url=str(folder), url_fetcher=BuildFolderFetcher()).write_pdf(tmp)
-    return pdf_path
+        document.write_pdf(tmp)
+    appendix_page = next((number for number, page in enumerate(document.pages) if "appendix" in page.anchors), None)
+    return len(document.pages), len(document.pages) if appendix_page is None else appendix_page
 
 
 def url_inside(url: str, folder: Path) -> bool:
@@ -476,11 +531,15 @@ def build_report(
         say(f"report: laying out the PDF ({len(sections)} notebooks, {result.prose_words} words of prose) ...")
         pdf_started = time.monotonic()
         try:
-            result.pdf = write_pdf(html, pdf_path, base_url=report_dir)
+            result.pages, result.main_pages = write_pdf(html, pdf_path, base_url=report_dir)
         except ReportError as error:
             result.pdf_error = str(error)
         else:
-            say(f"report: PDF written in {time.monotonic() - pdf_started:.1f} s")
+            result.pdf = pdf_path
+            say(
+                f"report: PDF written in {time.monotonic() - pdf_started:.1f} s: {result.pages} pages, "
+                f"{result.main_pages} before the appendix"
+            )
     if result.pdf is None:
         pdf_path.unlink(missing_ok=True)  # a PDF of an earlier run would contradict the new HTML
     result.seconds = time.monotonic() - started
