@@ -237,3 +237,37 @@ def test_the_pdf_engine_reads_nothing_outside_the_report_folder(tmp_path, reques
     assert not url_inside(secret.as_uri(), report_dir.resolve())
     assert not url_inside((report_dir / ".." / "outside.png").as_uri(), report_dir.resolve())
     assert not url_inside(f"{url}/x.png", report_dir)
+
+
+def test_cells_tagged_appendix_go_after_every_chapter(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name, title in (("01_first", "01 — First"), ("02_second", "02 — Second")):
+        notebook = executed_notebook(title)
+        detail = nbformat.v4.new_markdown_cell("### Layer table of net_a\n\nEvery layer of net_a, " + PROSE)
+        detail.metadata["tags"] = ["appendix"]
+        table = nbformat.v4.new_code_cell("model.summary()")
+        table.metadata["tags"] = ["appendix"]
+        table.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"layer table of {name}\n")]
+        notebook.cells[2:2] = [detail, table]
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+
+    result = build_report(folder, ["01_first", "02_second"], tmp_path / "report", run=RUN, say=lambda _: None)
+
+    html = result.html.read_text()
+    body = html[html.index("</nav>"):]
+    appendix = body.index('id="appendix"')
+    # Both chapters come first, whole (their untagged "Results" included), then the appendix part of each.
+    assert body.index("02 — Second") < appendix and body.index('id="nb-02_second-2"') < appendix
+    assert appendix < body.index("layer table of 01_first") < body.index("layer table of 02_second")
+    assert body.count("layer table of 01_first") == 1
+    assert "01 — First: details" in body[appendix:]
+    assert 'href="#appendix"' in html and 'href="#appendix-02_second"' in html  # listed in the contents
+    # The PDF says where the appendix starts: after the title page, contents and chapters.
+    assert 3 <= result.main_pages < result.pages
+
+
+def test_a_report_without_tagged_cells_has_no_appendix(executed, tmp_path):
+    result = build_report(executed, NAMES, tmp_path / "report", run=RUN, say=lambda _: None)
+    assert 'id="appendix"' not in result.html.read_text()
+    assert result.main_pages == result.pages
