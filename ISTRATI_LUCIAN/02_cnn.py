@@ -4,18 +4,10 @@
 # Which convolutional network recognises the three labels best? A convolution
 # slides the same small filters over the whole image, so a pattern is found
 # wherever it appears, with far fewer weights than a dense layer over all
-# pixels. That prior should suit small objects placed anywhere in a 64×64
-# picture. Five architectures are compared, from small to deep: a two-block
-# baseline (1.a), the course's `Conv−Pool−Conv−Pool−Conv−Conv−Pool−Dense−Dense`
-# network (1.b), a VGG-style stack (1.c), a small ResNet (1.d) and an own design
-# with global average pooling (1.e).
-#
-# Every network is written below with Keras layers and ends in three sigmoid
-# outputs, one independent yes/no question per label, trained with binary
-# cross-entropy. The metric is the contest's: average precision per label on
-# the validation set (mAP is their mean), scored by scikit-learn, with the
-# Bayes oracle of the embedded dataset beside it when there is one (see
-# `01_data_analysis`).
+# pixels: a prior that should suit small objects placed anywhere in the
+# picture. Five architectures are compared, from small to deep, each ending in
+# one sigmoid output per label and scored by the contest's mAP as in
+# `01_data_analysis`; their layer tables are in the appendix.
 
 # %%
 # Setup. Locally (`make install`) the package is installed and this cell does nothing. On Kaggle or
@@ -60,12 +52,14 @@ print(f"profile {study.context.profile.name}: {len(study.data.train)} training, 
 # %% [markdown]
 # ## The five architectures
 #
-# ### 1.a — a small baseline
-#
-# Two convolution + max-pooling blocks and one hidden dense layer: the
-# smallest network that can learn local patterns, the yardstick for the others.
+# **1.a — a small baseline.** Two convolution + max-pooling blocks (16 and 32
+# filters) and one hidden dense layer of 64 units: the smallest network that
+# can learn local patterns, the yardstick for the others.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Layer table of 1.a (small baseline)
+
+# %% tags=["appendix"]
 def build_cnn_1a(input_shape, n_labels):
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
@@ -83,12 +77,14 @@ def build_cnn_1a(input_shape, n_labels):
 build_cnn_1a(input_shape, n_labels).summary()
 
 # %% [markdown]
-# ### 1.b — the course network
-#
-# `Conv−Pool−Conv−Pool−Conv−Conv−Pool−Dense−Dense`: a third stage with two
-# stacked convolutions sees patterns about 20 pixels wide before the dense layers.
+# **1.b — the course network**, `Conv−Pool−Conv−Pool−Conv−Conv−Pool−Dense−Dense`
+# (16, 32, 48 and 48 filters, dense 128): a third stage with two stacked
+# convolutions sees patterns about 20 pixels wide before the dense layers.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Layer table of 1.b (the course network)
+
+# %% tags=["appendix"]
 def build_cnn_1b(input_shape, n_labels):
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
@@ -108,15 +104,16 @@ def build_cnn_1b(input_shape, n_labels):
 build_cnn_1b(input_shape, n_labels).summary()
 
 # %% [markdown]
-# ### 1.c — VGG-style
-#
-# VGG's idea: two 3×3 convolutions in a row see as far as one 5×5 with fewer
-# weights and one more non-linearity. Three such blocks, each closed by max
-# pooling and dropout. Batch normalisation keeps the deeper stack trainable;
-# it is applied from 32×32 down, where it costs a quarter of what it would at
-# full resolution on a CPU.
+# **1.c — VGG-style.** VGG's idea: two 3×3 convolutions in a row see as far as
+# one 5×5 with fewer weights and one more non-linearity. After a plain
+# full-resolution convolution, three such pairs (16, 32, 64 filters) with batch
+# normalisation, each closed by max pooling and dropout; batch normalisation
+# starts below full resolution, where it costs a quarter as much on a CPU.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Layer table of 1.c (VGG-style)
+
+# %% tags=["appendix"]
 def conv_bn_relu(x, filters, strides=1):
     # No bias: the batch normalisation that follows has its own shift.
     x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
@@ -145,15 +142,16 @@ def build_cnn_1c(input_shape, n_labels):
 build_cnn_1c(input_shape, n_labels).summary()
 
 # %% [markdown]
-# ### 1.d — a small ResNet
-#
-# ResNet's shortcut adds a block's input to its output, so each block learns
-# a correction and the gradient reaches the first layers undiminished. Four
-# residual blocks after a full-resolution stem; global average pooling
-# replaces the large flatten + dense layer, so the features no longer depend
-# on where a pattern sits.
+# **1.d — a small ResNet.** A shortcut adds each block's input to its output,
+# so a block learns a correction and the gradient reaches the first layers
+# undiminished. Four residual blocks (32, 32, 64, 128 filters) after a
+# full-resolution stem; global average pooling replaces the large flatten +
+# dense layer, so the features no longer depend on where a pattern sits.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Layer table of 1.d (small ResNet)
+
+# %% tags=["appendix"]
 def residual_block(x, filters, strides=1):
     shortcut = x
     y = conv_bn_relu(x, filters, strides=strides)
@@ -183,13 +181,24 @@ def build_cnn_1d(input_shape, n_labels):
 build_cnn_1d(input_shape, n_labels).summary()
 
 # %% [markdown]
-# ### 1.e — own design: cheap and position-free
+# **1.e — own design: cheap and position-free.** A plain 16-filter convolution
+# and max pooling at full resolution, then three convolution + batch
+# normalisation + ReLU blocks (32, 64, 64 filters), each closed by max pooling;
+# global average pooling, a dense layer of 64 units and dropout 0.2. The
+# fewest weights of the five, to see how much capacity the task needs.
 #
-# Four convolution blocks with batch normalisation below full resolution,
-# global average pooling and a small dense layer: the fewest weights of the
-# five, to see how much capacity the task needs.
+# *A failed first attempt.* The first 1.e (git history: the parent of commit
+# `78b12ef`, `src/contest_study/models.py`) stacked depthwise-separable
+# convolutions (`SeparableConv2D`, 32, then 64 and 128 filters with batch
+# normalisation) after the same full-resolution stem. In the first default
+# runs of the study it learnt too slowly and was replaced by plain `Conv2D`
+# blocks with batch normalisation, now in the form above. Its scores were not
+# kept: a record of a design decision, not a measured comparison.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Layer table of 1.e (own design)
+
+# %% tags=["appendix"]
 def build_cnn_1e(input_shape, n_labels):
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
@@ -209,24 +218,17 @@ build_cnn_1e(input_shape, n_labels).summary()
 # %% [markdown]
 # ## Training one network in plain view
 #
-# Every network of the study is trained the same way, written out here once:
-#
-# - **Adam**, learning rate 10⁻³, batches of the profile's size;
-# - **binary cross-entropy**, the loss of independent sigmoid outputs;
-# - metrics: binary accuracy at 0.5 and the **area under the precision-recall
-#   curve per label** (`AUC(curve="PR", multi_label=True)`), Keras' running
-#   estimate of the contest's metric, so the learning curves show it per epoch;
-# - **early stopping** on the validation loss with patience 5 (the source
-#   study's), restoring the best epoch's weights; **ReduceLROnPlateau** halves
-#   the learning rate after 2 epochs without progress; **ModelCheckpoint** keeps
-#   the best weights on disk.
-#
-# The epoch cap is the profile's and generous: training ends by early stopping.
-# The training images are those of `01_data_analysis`: all black images
-# removed but one, since their labels are random coins; early stopping watches
-# the non-black validation images. `run` is the engine's side of the fit: the
-# run's folder, and the callbacks that log the curves (CSV, TensorBoard) and
-# back the run up so an interrupted one resumes where it stopped.
+# Every network of the study is trained as written out once in the cell below:
+# **Adam** at 10⁻³, **binary cross-entropy**, binary accuracy and the **area
+# under the precision-recall curve per label** (Keras' estimate of the
+# contest's metric, per epoch); **EarlyStopping** on the validation loss with
+# patience 5 (the source study's) restoring the best weights,
+# **ReduceLROnPlateau** halving the learning rate after 2 epochs without
+# progress, **ModelCheckpoint** saving the best weights. The generous epoch cap
+# leaves the end to early stopping. The training images are those of `01_data_analysis` (black images
+# removed but one). The other four networks go through the engine's
+# `training.fit`, which compiles and fits the same way (`run` adds its logging
+# and resume).
 
 # %%
 config = study.config()
@@ -260,13 +262,6 @@ cnn_1a = study.train(build_cnn_1a, family="cnn", description="small baseline: 2 
 print(f"cnn_1a: {cnn_1a.data['epochs_run']} epochs ({cnn_1a.data.get('stopped_because')}), "
       f"val mAP {cnn_1a.metrics['val']['all']['map']:.3f}")
 
-# %% [markdown]
-# ## The other four, through the same engine
-#
-# `study.train` runs the engine's `training.fit`, which compiles and fits
-# exactly as above; the engine only adds the registry, the checkpoints and the
-# resume.
-
 # %%
 builders = {"cnn_1a": build_cnn_1a, "cnn_1b": build_cnn_1b, "cnn_1c": build_cnn_1c, "cnn_1d": build_cnn_1d,
             "cnn_1e": build_cnn_1e}
@@ -283,63 +278,49 @@ for name, description in descriptions.items():
 # %% [markdown]
 # ## Results
 #
-# One row per network: mAP on all validation images and on the non-black
-# ones (where the models differ: every model answers a black image the same
-# way, see `01_data_analysis`), the 95 % bootstrap interval of the latter,
-# the hold-out (never used to choose anything) and how long each trained.
+# mAP on all validation images and on the non-black ones (where models differ,
+# `01_data_analysis`), the hold-out (which chooses nothing), training length,
+# and the gap to the best (non-black mAP) with a 95 % paired-bootstrap interval:
+# both networks scored on the same resampled validation images.
 
 # %%
 cnn_table = study.table(cnn_runs.values())
-cnn_table.drop(columns=["description", "key"]).round(3)
-
-# %%
-# Per-class AP on validation, one bar group per network.
-cnn_figures = study.comparison_figures(cnn_runs, prefix="02_cnn")
-cnn_figures["per_class_ap"]
-
-# %%
-# Loss and PR-AUC per epoch: where each network stopped, and whether it overfitted.
-cnn_figures["learning_curves"]
-
-# %%
-# Precision-recall curves per label on the non-black validation images.
-cnn_figures["precision_recall"]
-
-# %%
 # The best CNN by validation mAP (the hold-out never takes part in the choice), against the others.
 best_cnn = study.best(cnn_runs.values())
 rows = []
 for record in cnn_runs.values():
+    row = {"network": record.model, "val mAP": record.metrics["val"]["all"]["map"],
+           "val mAP (non-black)": record.metrics["val"]["non_black"]["map"],
+           "hold-out mAP (non-black)": record.metrics["holdout"]["non_black"]["map"],
+           "weights": record.data["params"], "epochs": record.data["epochs_run"],
+           "best epoch": record.data.get("best_epoch"), "stopped by": record.data.get("stopped_because"),
+           "gap to the best (95% CI)": "best", "measurable": ""}
     if record.key != best_cnn.key:
         effect = compare_runs(best_cnn, record)
-        rows.append({"network": record.model, "mAP below the best": effect['difference'],
-                     "95% CI": f"{effect['interval'][0]:+.3f} .. {effect['interval'][1]:+.3f}", "measurable": effect['measurable']})
+        row["gap to the best (95% CI)"] = (f"{effect['difference']:.3f} ({effect['interval'][0]:+.3f} .. "
+                                          f"{effect['interval'][1]:+.3f})")
+        row["measurable"] = "yes" if effect["measurable"] else "no"
+    rows.append(row)
 print(f"best CNN: {best_cnn.model} ({best_cnn.description}), non-black val mAP "
       f"{best_cnn.metrics['val']['non_black']['map']:.3f}, hold-out {best_cnn.metrics['holdout']['non_black']['map']:.3f}")
 if best_cnn.oracle:
     print(f"oracle on the same images: {best_cnn.oracle['val']['non_black']['map']:.3f}")
-pd.DataFrame(rows).round(3)
+pd.DataFrame(rows).set_index("network").sort_values("val mAP", ascending=False).round(3)
+
+# %%
+# Loss and PR-AUC per epoch: where each network stopped, and whether it overfitted.
+cnn_figures = study.comparison_figures(cnn_runs, prefix="02_cnn")
+cnn_figures["learning_curves"]
 
 # %% [markdown]
-# The table ranks the five networks and the cell above measures how far each
-# is from the best one, with a paired bootstrap over the validation images: a
-# difference whose interval contains zero is within the noise of this
-# validation set and is not evidence that one architecture is better. Where the
-# intervals exclude zero, the ranking is real for this data; where the oracle is
-# known, the gap to it says how much any architecture could still gain.
-# The learning curves show where each network stopped: early stopping ends a
-# run five epochs after its best validation loss, so the "best epoch" column of
-# the table is the epoch whose weights were kept.
-
-# %% [markdown]
-# ## The noise floor: the same network, two more seeds
-#
-# A bootstrap interval says how much a score depends on which validation
-# images were scored. A network also depends on its seed: the initial
-# weights, the order of the batches, dropout. The best CNN is trained
-# twice more with two other seeds, by the engine with the same settings; the
-# range of the three scores is the run-to-run noise that the comparisons of
-# this chapter, and of `08_summary`, are read against.
+# A gap whose interval contains zero is within the noise of this validation
+# set, no evidence that one architecture is better; where it excludes zero the
+# ranking is real for this data. Where the oracle is known, the gap to it is
+# what any architecture could still gain. The "best epoch" is the one whose
+# weights early stopping kept. A score also depends on the seed (initial
+# weights, batch order, dropout): the best CNN trained with two more seeds
+# gives the run-to-run noise (the **noise floor**) that the comparisons here and
+# in `08_summary` are read against.
 
 # %%
 seed_runs = [best_cnn] + [
@@ -348,34 +329,55 @@ seed_runs = [best_cnn] + [
     for k in (1, 2)
 ]
 seed_scores = pd.Series({f"seed {record.seed}": record.metrics["val"]["non_black"]["map"] for record in seed_runs})
-print(f"{best_cnn.model}, non-black val mAP over 3 seeds: mean {seed_scores.mean():.3f}, "
-      f"range {seed_scores.max() - seed_scores.min():.3f}")
-seed_scores.round(3)
+print(f"{best_cnn.model}, non-black val mAP over 3 seeds: "
+      + ", ".join(f"{name} {score:.3f}" for name, score in seed_scores.items())
+      + f"; mean {seed_scores.mean():.3f}, range {seed_scores.max() - seed_scores.min():.3f}")
 
-# %% [markdown]
-# ## What the best CNN gets right and wrong
+# %% [markdown] tags=["appendix"]
+# ### Every metric of the five CNNs
+#
+# Validation AP per label, hold-out mAP, F1 (macro, threshold tuned on
+# validation), binary accuracy at 0.5 and training time; all images.
+
+# %% tags=["appendix"]
+details = [column for column in cnn_table.columns if column.startswith("val AP ")]
+details += ["holdout mAP", "val F1 macro (tuned)", "holdout F1 macro (tuned)", "val accuracy", "wall time (s)"]
+cnn_table.set_index("run")[details].round(3)
+
+# %% [markdown] tags=["appendix"]
+# ### Per-label AP and precision-recall curves of the five CNNs
+#
+# Validation AP per label, one bar group per network; then the precision-recall
+# curves per label on the non-black validation images.
+
+# %% tags=["appendix"]
+cnn_figures["per_class_ap"]
+
+# %% tags=["appendix"]
+cnn_figures["precision_recall"]
+
+# %% [markdown] tags=["appendix"]
+# ### What the best CNN gets right and wrong
 #
 # Validation images with the predicted probability of each label, blue when the
 # decision at the threshold tuned on validation is right and red when it is
 # wrong; then one confusion matrix per label on the hold-out split.
 
-# %%
+# %% tags=["appendix"]
 best_cnn_figures = study.best_run_figures(best_cnn, prefix="02_cnn_best")
 best_cnn_figures["prediction_grid"]
 
-# %%
+# %% tags=["appendix"]
 best_cnn_figures["confusion_matrices"]
 
 # %% [markdown]
 # ## Does data augmentation help?
 #
-# Random flips, small rotations, zoom, shifts and contrast changes show the
-# network more varied versions of the same images. They are Keras
-# preprocessing layers placed in front of the network: active in `fit` only,
-# inactive in `predict`. Whether they keep every label true is an assumption
-# about the data: a label about orientation, or about an object touching the
-# border, would be broken by them. The best CNN is trained again behind them,
-# with the same settings.
+# Random flips, small rotations, zoom, shifts and contrast changes, as Keras
+# preprocessing layers in front of the best CNN (active in `fit` only), show it
+# varied versions of the same images. Whether they keep every label true is an
+# assumption about the data: a label about orientation, or about an object
+# touching the border, would be broken by them.
 
 # %%
 augmentation = keras.Sequential(
@@ -407,23 +409,17 @@ else:
     print("verdict: augmentation " + ("helped" if effect['difference'] > 0 else "hurt"))
 
 # %% [markdown]
-# How to read the verdict above. With no measurable difference, augmentation
-# neither helps nor hurts at this data size and the cheaper plain network is
-# kept. If it helped, the network was overfitting the training images and
-# the transformed copies acted as extra data. If it hurt, either a
-# transformation changes what the labels describe, or its resampling blurs
-# details the labels depend on, or the network needs more epochs to learn
-# from harder, varied inputs: the epochs column tells whether training ran
-# longer. The comparison in the rest of the study is made without
-# augmentation.
+# With no measurable difference, the cheaper plain network is kept. If it
+# helped, the network was overfitting and the transformed copies acted as extra
+# data; if it hurt, a transformation changes what a label describes, blurs
+# details the labels depend on, or the harder inputs need more epochs (printed
+# above). The rest of the study compares networks without augmentation.
 
 # %% [markdown]
 # ## One channel or three?
 #
-# The images are grayscale stored as three equal channels. The three copies
-# cannot add information; they only triple the weights of the first
-# convolution, the only layer that sees channels. The cheapest CNN (1.a)
-# answers the question at the lowest cost.
+# Three equal channels add no information (`01_data_analysis`), only weights of
+# the first convolution; the cheapest CNN (1.a) checks it.
 
 # %%
 if study.data.channels == 1:
@@ -437,19 +433,17 @@ else:
     print("the images of this folder were loaded with 3 channels (keep_channels): every network already sees 3")
 
 # %% [markdown]
-# Three identical channels give the first layer three copies of each weight
-# that see the same pixel; training can only learn their sum. A measurable
-# difference would therefore come from the different initialisation and
-# optimisation path, not from information, and the study keeps one channel.
+# Training can only learn the sum of the three copies of a first-layer weight:
+# a measurable difference would come from the optimisation path, not from
+# information. The study keeps one channel.
 
 # %% [markdown]
 # ## The black-image experiment
 #
-# About a third of the labelled images are totally black with random labels.
-# The best CNN is trained twice: with all black images kept, and with all of
-# them removed but one. Both answer the black validation images alike (the
-# scoring rule of `01_data_analysis`), so the question is only whether the
-# black training images change what the network learns from the others.
+# The best CNN is trained with all black images kept and with all of them
+# removed but one. Both answer black validation images alike (`01_data_analysis`):
+# the question is whether black training images change what is learnt from the
+# others.
 
 # %%
 black_table, black_runs = study.black_image_experiment(builders[best_cnn.model], family="cnn_experiment",
@@ -458,14 +452,20 @@ effect = compare_runs(black_runs["kept"], black_runs["removed"])
 print(f"keeping the black images: {effect['difference']:+.3f} non-black val mAP (95% CI {effect['interval'][0]:+.3f} .. "
       f"{effect['interval'][1]:+.3f}) -> " + ("measurable" if effect['measurable'] else "no measurable difference")
       + f"; {black_runs['kept'].data['epochs_run']} vs {black_runs['removed'].data['epochs_run']} epochs")
+
+# %% [markdown] tags=["appendix"]
+# ### The black-image experiment, per label
+#
+# The best CNN trained with all black images removed but one, and with all
+# kept: mAP and non-black AP per label.
+
+# %% tags=["appendix"]
 black_table.round(3)
 
 # %% [markdown]
-# A black image carries no pattern, only a label drawn at random: for the
-# network it is pure label noise, and its gradient pulls every output towards
-# the labels' base rates. With the black images kept, an epoch also holds half
-# as many images again, so the same epoch cap means more weight updates. If
-# keeping them made no measurable difference, removing them costs nothing and
-# saves a third of the training time; if it hurt, the noise outweighed the
-# extra updates; if it helped, the cause cannot be told apart from the longer
-# training without a run at equal step counts.
+# A black image is pure label noise, pulling every output towards the base
+# rates; kept, the black images also lengthen an epoch, so more weight updates.
+# With no measurable difference, removing them costs nothing and saves training
+# time; if keeping them hurt, the noise outweighed the extra updates; if it
+# helped, the cause cannot be told apart from the longer training without a run
+# at equal step counts.

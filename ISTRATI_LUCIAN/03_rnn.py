@@ -2,19 +2,13 @@
 # # 03 — Recurrent neural networks
 #
 # Can a network that reads the image as a sequence do as well as a
-# convolutional one? A recurrent network reads one step at a time and carries
-# a memory from step to step. An image becomes a sequence when it is read row
-# by row: 64 steps of one row of pixels each. The network must assemble a
-# pattern from the rows it has seen; unlike a convolution, nothing tells it
-# that the same pattern one column to the right is still the same pattern, but
-# its memory spans the whole image. Two recurrent networks are compared:
-#
-# - **2.a** an LSTM reading the rows from top to bottom;
-# - **2.b** a bidirectional GRU, reading them in both directions and joining
-#   what it remembers from each.
-#
-# Both end in the same three sigmoid outputs, are trained like every network
-# of the study and on the same images as the CNNs of `02_cnn`.
+# convolutional one? Read row by row, an image is 64 steps of one row of pixels
+# each; a recurrent network carries a memory from step to step and must
+# assemble a pattern from the rows it has seen. Nothing tells it that a pattern
+# one column to the right is the same pattern, but its memory spans the whole
+# image. Both networks below end in the same sigmoid outputs and are trained
+# like the CNNs of `02_cnn`, on the same images; their layer tables are in the
+# appendix.
 
 # %%
 # Setup. Locally (`make install`) the package is installed and this cell does nothing. On Kaggle or
@@ -58,13 +52,15 @@ print(f"profile {study.context.profile.name}: {len(study.data.train)} training i
 # %% [markdown]
 # ## The two architectures
 #
-# ### 2.a — LSTM over the rows
-#
-# The image (64 × 64 × channels) is reshaped to 64 steps of 64 × channels
-# values. An LSTM's gates decide at every row what to keep in memory; its
-# last state summarises the whole image for the three outputs.
+# **2.a — LSTM over the rows.** The image (64 × 64 × channels) is reshaped to
+# 64 steps of 64 × channels values; an LSTM of 64 units decides at every row
+# what to keep in memory, and its last state, after dropout 0.2, feeds the
+# outputs.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Layer table of 2.a (LSTM)
+
+# %% tags=["appendix"]
 def build_rnn_lstm(input_shape, n_labels):
     height, width, channels = input_shape
     inputs = keras.Input(shape=input_shape, name="image")
@@ -78,14 +74,15 @@ def build_rnn_lstm(input_shape, n_labels):
 build_rnn_lstm(input_shape, n_labels).summary()
 
 # %% [markdown]
-# ### 2.b — bidirectional GRU
-#
-# A GRU is a lighter gated cell (two gates instead of three). Reading
-# top-down and bottom-up, the network no longer has to carry what it saw in
-# the first rows through the whole image: one of the two directions sees it
-# last.
+# **2.b — bidirectional GRU.** A GRU is a lighter gated cell (two gates
+# instead of three). Two GRUs of 48 units read the rows top-down and
+# bottom-up, so what the first rows hold need not be carried through the whole
+# image: one direction sees it last.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Layer table of 2.b (bidirectional GRU)
+
+# %% tags=["appendix"]
 def build_rnn_bigru(input_shape, n_labels):
     height, width, channels = input_shape
     inputs = keras.Input(shape=input_shape, name="image")
@@ -101,11 +98,10 @@ build_rnn_bigru(input_shape, n_labels).summary()
 # %% [markdown]
 # ## Training the LSTM in plain view
 #
-# The same recipe as every network of the study (see `02_cnn`): Adam at
-# 10⁻³, binary cross-entropy, accuracy and PR-AUC per epoch, early stopping
-# on the validation loss with patience 5 and the best weights restored,
-# ReduceLROnPlateau, a checkpoint of the best weights. The epoch cap is the
-# profile's; early stopping ends the run.
+# The recipe of `02_cnn`, written out again in the cell below: Adam at 10⁻³,
+# binary cross-entropy, accuracy and PR-AUC per epoch, EarlyStopping on the
+# validation loss (best weights restored), ReduceLROnPlateau and a
+# checkpoint; the GRU goes through the engine with the same settings.
 
 # %%
 config = study.config()
@@ -148,53 +144,45 @@ rnn_runs = {
 
 # %% [markdown]
 # ## Results
+#
+# The columns are those of `02_cnn`: mAP on all and on the non-black
+# validation images, the hold-out, training length, and the other network's
+# gap to the best (non-black, paired bootstrap, 95 % interval).
 
 # %%
 rnn_table = study.table(rnn_runs.values())
-rnn_table.drop(columns=["description", "key"]).round(3)
-
-# %%
-# Per-class AP on validation.
-rnn_figures = study.comparison_figures(rnn_runs, prefix="03_rnn")
-rnn_figures["per_class_ap"]
-
-# %%
-# Loss and PR-AUC per epoch.
-rnn_figures["learning_curves"]
-
-# %%
-# Precision-recall curves per label on the non-black validation images.
-rnn_figures["precision_recall"]
-
-# %%
 # The two recurrent networks against each other (08_summary puts the families side by side).
 best_rnn = study.best(rnn_runs.values())
 other_rnn = next(record for record in rnn_runs.values() if record.key != best_rnn.key)
 between = compare_runs(best_rnn, other_rnn)
-print(f"best RNN: {best_rnn.model}, non-black val mAP {best_rnn.metrics['val']['non_black']['map']:.3f}; "
-      f"{other_rnn.model} {between['difference']:+.3f} below it (95% CI {between['interval'][0]:+.3f} .. {between['interval'][1]:+.3f}) -> "
-      + ("measurable" if between['measurable'] else "no measurable difference"))
+rows = []
+for record in (best_rnn, other_rnn):
+    rows.append({"network": record.model, "val mAP": record.metrics["val"]["all"]["map"],
+                 "val mAP (non-black)": record.metrics["val"]["non_black"]["map"],
+                 "hold-out mAP (non-black)": record.metrics["holdout"]["non_black"]["map"],
+                 "weights": record.data["params"], "epochs": record.data["epochs_run"],
+                 "best epoch": record.data.get("best_epoch"), "stopped by": record.data.get("stopped_because")})
+rows[0].update({"gap to the best (95% CI)": "best", "measurable": ""})
+rows[1].update({"gap to the best (95% CI)": f"{between['difference']:.3f} ({between['interval'][0]:+.3f} .. {between['interval'][1]:+.3f})",
+                "measurable": "yes" if between["measurable"] else "no"})
+print(f"best RNN: {best_rnn.model}, non-black val mAP {best_rnn.metrics['val']['non_black']['map']:.3f}; {other_rnn.model} "
+      + ("measurably below it" if between["measurable"] else "not measurably below it"))
+pd.DataFrame(rows).set_index("network").round(3)
+
+# %%
+# Loss and PR-AUC per epoch.
+rnn_figures = study.comparison_figures(rnn_runs, prefix="03_rnn")
+rnn_figures["learning_curves"]
 
 # %% [markdown]
-# The cell says whether reading in both directions made a measurable
-# difference. Against the convolutional networks (compared in
-# `08_summary`, once every chapter has run), a recurrent network that
-# reaches the CNN shows that the patterns can be assembled row by row; a
-# gap is the price of having no notion of translation: the same pattern
-# shifted sideways arrives as a different row vector and must be learnt
-# again. The learning curves show how many epochs each needed before early
-# stopping: recurrent networks are usually slower per epoch and need more of
-# them.
-
-# %% [markdown]
-# ## The noise floor: the same network, two more seeds
-#
-# A bootstrap interval says how much a score depends on which validation
-# images were scored. A network also depends on its seed: the initial
-# weights, the order of the batches, dropout. The best recurrent network is trained
-# twice more with two other seeds, by the engine with the same settings; the
-# range of the three scores is the run-to-run noise that the comparisons of
-# this chapter, and of `08_summary`, are read against.
+# The printed verdict says whether reading in both directions made a
+# measurable difference. Against the CNNs (compared in `08_summary`), a
+# recurrent network that reaches them shows that the patterns can be assembled
+# row by row; a gap is the price of having no notion of translation: a pattern
+# shifted sideways arrives as a different row vector and must be learnt again.
+# The learning curves show how many epochs each needed before early stopping.
+# As in `02_cnn`, the best recurrent network is trained with two more seeds
+# for the noise floor.
 
 # %%
 rnn_builders = {"rnn_lstm": build_rnn_lstm, "rnn_bigru": build_rnn_bigru}
@@ -204,16 +192,43 @@ seed_runs = [best_rnn] + [
     for k in (1, 2)
 ]
 seed_scores = pd.Series({f"seed {record.seed}": record.metrics["val"]["non_black"]["map"] for record in seed_runs})
-print(f"{best_rnn.model}, non-black val mAP over 3 seeds: mean {seed_scores.mean():.3f}, "
-      f"range {seed_scores.max() - seed_scores.min():.3f}")
-seed_scores.round(3)
+print(f"{best_rnn.model}, non-black val mAP over 3 seeds: "
+      + ", ".join(f"{name} {score:.3f}" for name, score in seed_scores.items())
+      + f"; mean {seed_scores.mean():.3f}, range {seed_scores.max() - seed_scores.min():.3f}")
 
-# %% [markdown]
-# ## What the best recurrent network gets right and wrong
+# %% [markdown] tags=["appendix"]
+# ### Every metric of the two recurrent networks
+#
+# Validation AP per label, hold-out mAP, F1 (macro, threshold tuned on
+# validation), binary accuracy at 0.5 and training time; all images.
 
-# %%
+# %% tags=["appendix"]
+details = [column for column in rnn_table.columns if column.startswith("val AP ")]
+details += ["holdout mAP", "val F1 macro (tuned)", "holdout F1 macro (tuned)", "val accuracy", "wall time (s)"]
+rnn_table.set_index("run")[details].round(3)
+
+# %% [markdown] tags=["appendix"]
+# ### Per-label AP and precision-recall curves of the two recurrent networks
+#
+# Validation AP per label; then the precision-recall curves per label on the
+# non-black validation images.
+
+# %% tags=["appendix"]
+rnn_figures["per_class_ap"]
+
+# %% tags=["appendix"]
+rnn_figures["precision_recall"]
+
+# %% [markdown] tags=["appendix"]
+# ### What the best recurrent network gets right and wrong
+#
+# Validation images with the predicted probability of each label, blue when the
+# decision at the threshold tuned on validation is right and red when it is
+# wrong; then one confusion matrix per label on the hold-out split.
+
+# %% tags=["appendix"]
 best_rnn_figures = study.best_run_figures(best_rnn, prefix="03_rnn_best")
 best_rnn_figures["prediction_grid"]
 
-# %%
+# %% tags=["appendix"]
 best_rnn_figures["confusion_matrices"]
