@@ -2,17 +2,12 @@
 # # 01 — Data analysis
 #
 # The contest asks for a multi-label classifier: each image carries several
-# yes/no labels, the columns of `train.csv`, any number of which may be true
-# at once. Before any model is trained we look at the data of the folder this
-# run reads: how many images each split holds, how balanced each label is,
-# how the labels occur together, which images are totally black, whether the
-# others repeat, and how the pixel intensities are distributed. Each finding
-# ends in a preprocessing decision the later notebooks apply, and in the
-# choice of the metric by which every model is judged.
-#
-# Every number quoted below is computed by the cell above it, on the folder
-# named in the parameters cell: by default the embedded dataset, generated on
-# first use by `contest_study.synthetic`, or the real contest folder.
+# yes/no labels (the columns of `train.csv`), any number of which may be true
+# at once. This chapter looks at the data of the folder this run reads (by
+# default the embedded dataset, generated on first use) and ends in the
+# metric and the preprocessing every later notebook uses, explained here
+# once. Every number quoted is computed by the cell above it; label
+# co-occurrence, duplicates and pixel intensities are in the appendix.
 
 # %%
 # Setup. Locally (`make install`) the package is installed and this cell does nothing. On Kaggle or
@@ -69,11 +64,9 @@ for note in data.notes:
 # split (the folder's `holdout.csv`, or else 12 % of the training images,
 # stratified on the label combinations) that no model trains on, tunes a
 # threshold on, or is chosen by: it gives the unbiased final scores of
-# `08_summary`.
-#
-# For each label the table counts the positives and their rate. A label far
-# from 50 % positives is imbalanced: a model can look accurate while never
-# predicting the rare class.
+# `08_summary`. The table counts each label's positives and their rate: a
+# label with few positives gives a network few examples, so its average
+# precision is expected to be the lowest and the noisiest from run to run.
 
 # %%
 rows = []
@@ -87,7 +80,13 @@ if data.test is not None:
     rows.append({"split": "test (unlabelled)", "images": len(data.test)})
 pd.DataFrame(rows).set_index("split").round(3)
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Label balance per split
+#
+# Positives and negatives of each label in each split, side by side (the
+# numbers are in the chapter's table).
+
+# %% tags=["appendix"]
 # Positives and negatives per label and split, side by side.
 figure = plots.label_balance({name: split.labels for name, split in labelled_splits.items()}, label_names)
 study.save_figures({"label_balance": figure}, prefix="01")["label_balance"]
@@ -103,23 +102,16 @@ if (train_rates.sub(0.5).abs() > 0.1).any():
 else:
     print("every label is within 10 points of balance")
 
-# %% [markdown]
-# The rates above decide more than the metric: a label with few positives
-# gives a network few examples to learn it from, so its average precision is
-# expected to be the lowest, and its score the noisiest from one run to the
-# next. Whether the splits agree (train, validation and hold-out come from one
-# distribution) is read across the rows of the table; the hold-out is
-# stratified, so its rates follow the training split's closely.
-#
+# %% [markdown] tags=["appendix"]
 # ### Label co-occurrence
 #
 # The labels are separate questions about the same image. If they are
-# independent, a model may treat them as unrelated problems; if they are
 # correlated, a network with one shared body can use one label's evidence for
-# another, and a per-label score carries part of the others. Computed on the
-# non-black training images (the black ones are looked at below).
+# another, and a per-label score carries part of the others. The table gives
+# the correlation of each pair of labels on the non-black training images; the
+# printed verdict says whether any pair departs from independence.
 
-# %%
+# %% tags=["appendix"]
 train_black = black_mask(data.train.images)
 visible_labels = data.train.labels[~train_black]
 correlation = pd.DataFrame(np.corrcoef(visible_labels.T), index=label_names, columns=label_names)
@@ -133,16 +125,10 @@ study.save_figures({"label_cooccurrence": figure}, prefix="01")
 correlation.round(3)
 
 # %% [markdown]
-# The heatmap reads row by row: the cell (i, j) is the share of images with
-# label i that also have label j. A row whose cells match the label rates of
-# the table above says "knowing label i tells nothing about label j"; the
-# printed verdict above says whether any pair departs from that.
-#
 # ## Example images
 #
 # Sixteen training images drawn with the run's seed, titled with their id and
-# the labels they carry. Black images appear in the sample as often as they
-# occur.
+# labels; black images appear as often as they occur.
 
 # %%
 figure = plots.image_grid(data.train.images, data.train.labels, label_names, ids=data.train.ids, n=16, seed=seed,
@@ -152,11 +138,17 @@ study.save_figures({"example_images": figure}, prefix="01")["example_images"]
 # %% [markdown]
 # ## Totally black images
 #
-# An image whose every pixel is 0 carries no information: whatever labels it
-# has cannot be predicted from it. The table counts them per split, with each
+# An image whose every pixel is 0 carries no information: its labels cannot
+# be predicted from it. The cell below counts them and compares each label's
+# rate among them and among the other images (per split in the appendix).
+
+# %% [markdown] tags=["appendix"]
+# ### Black images per split
+#
+# The number and share of totally black images in each split, and each
 # label's positive rate among the black images and among the others.
 
-# %%
+# %% tags=["appendix"]
 splits = [*labelled_splits.values(), data.test]
 black_table = inspection.black_image_summary(splits, label_names).set_index("split")
 black_table.round(3)
@@ -179,21 +171,25 @@ if all_black.sum() > 1:
     print("verdict: among the black images the labels are " + (
         "nearly uncorrelated (|r| < 0.1): drawn independently of each other" if largest < 0.1
         else "correlated: they follow the labelling of the other images, but no pixel shows it"))
+
+# %% [markdown] tags=["appendix"]
+# ### Label rates of the black images
+#
+# Each label's positive rate among the totally black labelled images (the
+# numbers are in the chapter's table).
+
+# %% tags=["appendix"]
 figure = plots.black_image_labels(all_labels[all_black], label_names)
 study.save_figures({"black_image_labels": figure}, prefix="01")["black_image_labels"]
 
 # %% [markdown]
-# Nothing in a black image can tell one label assignment from another, so
-# the best any model can do on them is to answer each label's positive rate
-# among the black training images. The verdict above says how those labels
-# were drawn. Nearly uncorrelated labels, at rates unlike the others', are
-# coin flips drawn apart from everything else: pure label noise for
-# training. Correlated labels at the others' rates follow the same labelling
-# as the visible images, yet remain unpredictable from an empty picture. For
-# the models the conclusion is the same either way: the black images are
-# noise for training and a ceiling on any score computed over all images.
-#
-# ## Duplicates among the other images
+# Nearly uncorrelated labels at rates unlike the others' are coin flips;
+# correlated ones follow the labelling of the visible images. Either way no
+# pixel predicts them: the black images are noise for training and a ceiling
+# on any score over all images (how they are answered: below).
+
+# %% [markdown] tags=["appendix"]
+# ### Duplicates among the non-black images
 #
 # Black images are all identical; do the others repeat? Exact copies
 # (identical pixels) are found by hashing, near copies by the distance between
@@ -201,7 +197,7 @@ study.save_figures({"black_image_labels": figure}, prefix="01")["black_image_lab
 # A duplicate shared by two splits would leak training images into the
 # validation scores.
 
-# %%
+# %% tags=["appendix"]
 visible_images = all_images[~all_black]
 visible_ids = np.concatenate([split.ids for split in labelled_splits.values()])[~all_black]
 visible_split = np.concatenate([[name] * len(split) for name, split in labelled_splits.items()])[~all_black]
@@ -218,58 +214,63 @@ figure = plots.duplicate_pairs(visible_images[[position[i] for i in closest["id_
                                closest["distance"], ids_a=closest["id_a"], ids_b=closest["id_b"])
 study.save_figures({"near_duplicates": figure}, prefix="01")["near_duplicates"]
 
-# %% [markdown]
+# %% [markdown] tags=["appendix"]
 # With no pair found, validation scores measure images the models never saw.
 # Pairs across splits, if the cell above finds some, are shown closest first:
 # a few coincidences among simple pictures are harmless, many would inflate
 # the validation scores of models that memorise.
 #
-# ## Pixel intensities
+# ### Pixel intensities
 #
 # The loader scales pixels to [0, 1]. Statistics per split, over all images
 # and over the non-black ones, tell whether a further normalisation is needed
 # and whether the splits come from the same distribution.
 
-# %%
+# %% tags=["appendix"]
 intensity = inspection.intensity_summary(labelled_splits.values()).set_index(["split", "subset"])
 visible_means = intensity.xs("non_black", level="subset")["mean"]
 print(f"mean pixel of the non-black images per split: {visible_means.round(4).to_dict()}; "
       f"largest gap between splits {visible_means.max() - visible_means.min():.4f}")
 intensity.round(4)
 
-# %%
+# %% tags=["appendix"]
 figure = plots.intensity_histogram({name: split.images for name, split in labelled_splits.items()})
 study.save_figures({"intensity_histogram": figure}, prefix="01")["intensity_histogram"]
 
-# %% [markdown]
+# %% [markdown] tags=["appendix"]
 # Splits drawn from one distribution have nearly equal means and
 # overlapping histograms; a gap of a few hundredths of the [0, 1] range would
 # point to a shift between them that validation scores would not reveal.
-#
+
+# %% [markdown]
 # ## Choosing the metric
 #
-# Three facts decide how models are compared:
-#
-# 1. **The labels are imbalanced, each differently** (the label table).
-#    Accuracy rewards the majority class: a model that always answers
-#    "negative" scores the negative rate without having learned anything.
-# 2. **A share of the images is black with unpredictable labels.** On those,
-#    every model is reduced to the base rates, which pulls every score
-#    computed over all images towards chance by the same amount and hides the
-#    differences between models.
-# 3. **Each label is a separate yes/no question**, and a model that ranks the
-#    positives of a label above its negatives is useful at any operating point.
-#
-# The primary metric is therefore the **average precision (AP) of each
-# label**, scored by scikit-learn, and their mean, the **mAP**: AP summarises
-# the whole precision-recall curve without a decision threshold, and a model
-# that knows nothing scores the positive rate, so **chance is the mean positive
-# rate**, not 50 %. Every score is reported on all validation images and on
-# the non-black ones (where the models differ), then on the hold-out. The
-# secondary metric is F1 per label at a threshold tuned on validation: how good
-# the hard yes/no decisions are.
+# **The labels are imbalanced**, each differently: accuracy rewards the
+# majority class (a model always answering "negative" scores the negative
+# rate). **A share of the images is black**: every model answers them alike,
+# which pulls every score over all images towards chance and hides the
+# differences between models. **Each label is a separate yes/no question**,
+# and a model that ranks a label's positives above its negatives is useful at
+# any threshold. The primary metric is therefore the **average precision
+# (AP)** of each label, scored by scikit-learn, and their mean, the **mAP**:
+# it summarises the whole precision-recall curve without a threshold. A model
+# that knows nothing scores the positive rate, so **chance is the mean
+# positive rate**, not 50 %. Every score is reported on all validation images
+# and on the non-black ones (where the models differ), then on the hold-out.
+# The secondary metric is F1 per label at a threshold tuned on validation.
+# Two models are compared by a **paired bootstrap**: both are scored on the
+# same 1,000 resamples of the same images (the non-black validation images
+# unless said otherwise), so what the draw has in common cancels out; a 95 %
+# interval of their mAP difference that contains zero is no measurable
+# difference.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### What accuracy hides
+#
+# Per label, the accuracy of always answering the majority class, next to the
+# average precision of a constant score (chance).
+
+# %% tags=["appendix"]
 # What accuracy hides: always answering the majority class, next to the AP of a constant score.
 val_black = black_mask(data.val.images)
 val_rates = data.val.labels.mean(axis=0)
@@ -287,22 +288,31 @@ print(f"chance mAP on validation: {chance_all:.3f} (all images), {chance_visible
 # %% [markdown]
 # ## The best achievable score, on the embedded dataset
 #
-# The embedded dataset comes with a card (`dataset_card.json`) describing how
-# it was drawn, and the Bayes-optimal probability of every label of every
-# labelled image, kept apart from anything the models read. Ranking the
-# validation images by those probabilities gives the **oracle mAP**: the best
-# any model can reach on these images, given their label noise and black
-# images. A real contest folder has neither file; the cell then says so, and
-# the later notebooks compare models with chance and with each other only.
+# The embedded dataset comes with a card (`dataset_card.json`, in the
+# appendix) and the Bayes-optimal probability of every label of every
+# labelled image, which no model reads. Ranking the validation images by them
+# gives the **oracle mAP**, the best any model can reach given the label noise
+# and the black images. A real contest folder has neither file; the later
+# notebooks then compare models with chance and with each other only.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### The embedded dataset's card
+#
+# How the embedded dataset was drawn: what each label means, where its object
+# sits, how often its labels are flipped.
+
+# %% tags=["appendix"]
 card_path = data.data_dir / "dataset_card.json"
 if card_path.is_file():
     card = json.loads(card_path.read_text(encoding="utf-8"))
     print("on the embedded dataset:", card.get("description", ""))
     print("black images:", card.get("black_images", "not described"))
-    meanings = pd.DataFrame(card.get("labels", {})).T
-    display(meanings)
+    with pd.option_context("display.max_colwidth", None):
+        display(pd.DataFrame(card.get("labels", {})).T)
+else:
+    print("this folder has no dataset card (a real contest folder has none)")
+
+# %%
 if study.oracle is None:
     print("this folder has no oracle probabilities (a real contest folder has none)")
 else:
@@ -316,41 +326,32 @@ else:
     display(oracle_table.round(4))
 
 # %% [markdown]
-# On the embedded dataset the oracle row above is the ceiling and the chance
-# row before it the floor: a model is judged by how much of the gap between
-# them it closes on the non-black images. The oracle is not 1.0 because of
-# the label noise the card describes: the labels of some images are flipped,
-# and no model can know which.
+# On the embedded dataset the oracle is the ceiling and chance the floor: a
+# model is judged by how much of the gap it closes on the non-black images.
+# The oracle is below 1.0 because some labels are flipped (the card's label
+# noise), and no model can know which.
 #
 # ## Preprocessing decisions
 #
-# - **Remove every black training image but one.** Their labels cannot be
-#   predicted from their pixels, so every gradient step on them pulls the
-#   model towards the base rates and away from what the visible images teach.
-#   One is kept so the training set still contains the case; notebook 02
-#   trains its best network both ways and measures the effect.
-# - **Answer every black image with the black training images' label rates:
-#   the scoring rule.** A black image is recognised exactly (every pixel 0)
-#   and its labels are unpredictable, so the best answer for each label is its
-#   positive rate among the black training images (printed below). Every
-#   model's scores for black validation, hold-out and test images are
-#   replaced by these rates (`contest_study.evaluation.answer_black_images`);
+# - **Remove every black training image but one.** Every gradient step on
+#   their unpredictable labels pulls the model towards the base rates. One is
+#   kept so the training set still contains the case; notebook 02 measures
+#   the effect of keeping them all.
+# - **The scoring rule: every black image is answered with the black
+#   training images' label rates.** A black image is recognised exactly
+#   (every pixel 0) and its labels are unpredictable, so the best answer for
+#   each label is its positive rate among the black training images (printed
+#   below). Every model's scores for black validation, hold-out and test
+#   images are replaced by these rates (`evaluation.answer_black_images`);
 #   otherwise a network trained without black images would answer them with
-#   whatever its weights give an empty input, and the scores over all images
-#   would measure that accident rather than the model. Every model answers a
-#   black image alike, so the differences between models show on the
-#   non-black images.
-# - **One channel.** The loader checks each image: when its colour channels
-#   are equal it keeps one, and a colour image becomes its gray luminance,
-#   with a warning (the notes printed at the top say what it found for this
-#   folder). Three equal channels would only triple the first layer's
-#   weights; notebook 02 compares both inputs once.
-# - **Pixels scaled to [0, 1], no further standardisation.** The intensity
-#   check above says whether the splits share one distribution; batch
-#   normalisation inside the deeper networks takes care of the scale.
-# - **Augmentation is a modelling choice, not preprocessing.** Whether a flip
-#   or a rotation keeps a label true depends on what the label means; notebook
-#   02 states its transformations and tests them on one network.
+#   whatever its weights give an empty input. All models answer a black image
+#   alike, so their differences show on the non-black images.
+# - **One channel, pixels in [0, 1].** The loader keeps one of equal colour
+#   channels (a colour image becomes gray, with a warning in the notes at the
+#   top): three equal channels add only first-layer weights (notebook 02
+#   tries them once). Batch normalisation takes care of the scale.
+# - **Augmentation is a modelling choice**, made in notebook 02: whether a
+#   flip keeps a label true depends on what the label means.
 
 # %%
 # The rule and the decision in numbers.

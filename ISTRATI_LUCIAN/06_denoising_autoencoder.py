@@ -1,26 +1,20 @@
 # %% [markdown]
 # # 06 — Denoising autoencoder
 #
-# An autoencoder squeezes an image through a narrow *bottleneck* and rebuilds
-# it from there. Trained to rebuild the **clean** image from a **noisy** copy,
-# it has to learn what the images are made of and to drop what they are not
-# (the noise). It reads no label, so it learns from every image of the
-# contest folder: training, validation, hold-out and the unlabelled test
-# images. Totally black images are left out: every pixel is 0, so they carry
-# nothing to rebuild or to learn from. Notebook `07_transfer_learning` reuses
-# the trained encoder as a pretrained backbone for the 3-label classifier.
+# Can a network learn to remove heavy noise from the contest's images, better
+# than a blur? A denoising autoencoder squeezes a **noisy** image through a
+# narrow *bottleneck* and is trained to rebuild the **clean** one, so it must
+# learn what the images are made of and drop the noise. It reads no label: it
+# learns from every non-black image of the folder, the unlabelled test images
+# included, and notebook 07 reuses its encoder as a pretrained backbone.
 #
-# - **Noise**: drawn from a normal distribution of mean 0.1 and variance 0.3
-#   (standard deviation √0.3 ≈ 0.55), added to the images in [0, 1] and
-#   clipped back to [0, 1]; each image gets one seeded draw.
-# - **Network**: stride-2 convolutions halve the image three times, a linear
-#   convolution reduces it to a few channels (the bottleneck), and stride-2
-#   transposed convolutions grow it back with a sigmoid output.
+# - **Noise**: normal, of mean 0.1 and variance 0.3 (standard deviation
+#   √0.3 ≈ 0.55), added to the images in [0, 1] and clipped back to [0, 1];
+#   one seeded draw per image (checked on a large sample in the appendix).
 # - **Evaluation**: mean squared error (MSE) and peak signal-to-noise ratio
-#   (PSNR, in dB, higher is better) on a seeded tenth of the images that the
-#   network never trains on (they only watch early stopping), against two
-#   references: doing nothing (the noisy input itself) and a Gaussian blur
-#   whose width is chosen on training images.
+#   (PSNR, dB, higher is better) on a seeded tenth of the images, never
+#   trained on (it only watches early stopping), against the noisy input and
+#   a Gaussian blur whose width is chosen on training images.
 
 # %%
 # Setup. Locally (`make install`) the package is installed and this cell does nothing. On Kaggle or
@@ -63,14 +57,14 @@ settings = study.context.profile
 print(f"profile {settings.name}: at most {settings.autoencoder_max_epochs} epochs, "
       f"images capped at {settings.autoencoder_max_images} (None: all)")
 
-# %% [markdown]
-# ## The noise
+# %% [markdown] tags=["appendix"]
+# ### The noise, measured
 #
 # The noise is checked on a large sample, before it meets an image: its mean
 # and variance must match the specification. Clipping to [0, 1] then changes
 # what reaches the network (a pixel cannot go below black or above white).
 
-# %%
+# %% tags=["appendix"]
 # Mean and variance of one million noise values, against the specified 0.1 and 0.3.
 noise = autoencoder.sample_noise(1_000_000, seed=seed)
 pd.DataFrame(
@@ -82,13 +76,18 @@ pd.DataFrame(
 # ## The network
 #
 # The encoder halves the image three times with stride-2 3×3 convolutions
-# (a learnt downsampling, where pooling would throw positions away), then a
-# linear 3×3 convolution maps it to 4 channels: the code. The decoder grows
-# it back with stride-2 transposed convolutions and ends in a sigmoid, because
-# the clean images live in [0, 1]. Encoder and decoder are nested models named
-# `encoder` and `decoder`, so that notebook 07 can lift the trained encoder out.
+# (a learnt downsampling, where pooling would throw positions away); a linear
+# 3×3 convolution then maps it to 4 channels, the code. The decoder grows it
+# back with stride-2 transposed convolutions and ends in a sigmoid, as the
+# clean images live in [0, 1]. Encoder and decoder are nested models, so
+# notebook 07 can lift the trained encoder out (layer tables in the
+# appendix). The compression rate (input values per code value, at least 10
+# required):
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Layer tables of the encoder and the decoder
+
+# %% tags=["appendix"]
 def build_denoising_autoencoder(input_shape):
     encoder = keras.Sequential([
         keras.Input(shape=input_shape),
@@ -114,10 +113,6 @@ model = build_denoising_autoencoder(study.input_shape)
 model.get_layer("encoder").summary()
 model.get_layer("decoder").summary()
 
-# %% [markdown]
-# The compression rate is the number of input values per value of the code,
-# read from the layer shapes of the network above (at least 10 required).
-
 # %%
 code_shape = model.get_layer("encoder").output_shape[1:]
 print(f"input {study.input_shape} = {np.prod(study.input_shape)} values; code {code_shape} = "
@@ -127,14 +122,12 @@ assert autoencoder.compression_rate(model) >= 10
 # %% [markdown]
 # ## Training, in plain view
 #
-# Adam minimises the pixel MSE between the network's output for the noisy
-# image and the clean image. Early stopping watches the MSE on the held-out
-# tenth with the study's patience and restores the best epoch;
-# ReduceLROnPlateau halves the learning rate when that MSE stalls; the
-# checkpoint keeps the best weights on disk. The images and the noise are
-# prepared by `autoencoder.pretrain`, which stores the run in the results
-# registry (in `runs/.autoencoder/`: it has no average precision to compare
-# with the classifiers), so re-running this notebook reuses it.
+# Adam minimises the pixel MSE to the clean image; early stopping (the
+# study's patience) watches it on the held-out tenth and restores the best
+# epoch, ReduceLROnPlateau halves the learning rate when it stalls, a
+# checkpoint keeps the best weights. The results registry keeps the run (a
+# re-run reuses it). Below: the non-black images per split and how training
+# ended (a run that hit the epoch cap at its best epoch was still improving).
 
 # %%
 recipe = {
@@ -172,7 +165,13 @@ print(f"black images left out: {autoencoder_run.data['n_black_dropped']}; traine
       f"{autoencoder_run.data['epochs_run']} epochs ({autoencoder_run.data['stopped_because']}, best epoch "
       f"{autoencoder_run.data['best_epoch']}), {autoencoder_run.data['wall_time_s']:.0f} s")
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Learning curves
+#
+# The reconstruction loss (MSE) per epoch, on the training images and on the
+# held-out tenth that watches early stopping.
+
+# %% tags=["appendix"]
 # Reconstruction loss per epoch, on the training images and on the held-out tenth, saved to figures/.
 learning_curves = plots.learning_curves({"autoencoder": autoencoder_run.history})
 plots.save_figure(learning_curves, "06_denoising_learning_curves", study.context.figures_dir)
@@ -203,11 +202,9 @@ else:
           "bottleneck keeps is no more than a blur would; notebook 07 still tests whether it helps the labels.")
 
 # %% [markdown]
-# ## Before and after
-#
-# Top row: clean held-out images; middle: the noisy input; bottom: the
-# autoencoder's output. The number under each image is its MSE to the clean
-# image.
+# **Before and after.** Top row: clean held-out images; middle: the noisy
+# input; bottom: the autoencoder's output. The number under each image is its
+# MSE to the clean image.
 
 # %%
 examples = autoencoder.denoising_examples(autoencoder_run)
@@ -215,12 +212,14 @@ before_after = plots.denoising_grid(examples["clean"], examples["noisy"], exampl
                                     title="Denoising autoencoder")
 plots.save_figure(before_after, "06_denoising_before_after", study.context.figures_dir)
 
-# %% [markdown]
+# %% [markdown] tags=["appendix"]
+# ### Noise strength against the images
+#
 # How strong is the noise next to the images themselves? The ratio of the
 # noise's standard deviation to that of the clean pixels says how much of
 # each image the network had to guess.
 
-# %%
+# %% tags=["appendix"]
 clean_spread = float(np.std(examples["clean"]))
 print(f"noise standard deviation {autoencoder.NOISE_STD:.3f}, clean pixels {clean_spread:.3f}: "
       f"ratio {autoencoder.NOISE_STD / clean_spread:.1f}")
