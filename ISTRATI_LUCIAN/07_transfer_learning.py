@@ -1,29 +1,15 @@
 # %% [markdown]
 # # 07 — Transfer learning
 #
-# A network that starts from weights learnt on another task, instead of from
-# random numbers, may need fewer labelled images: its first layers already
-# respond to the edges and textures of the images. This notebook tries two
-# sources of such weights.
-#
-# 1. **Self-supervised**: the encoder of the denoising autoencoder of
-#    `06_denoising_autoencoder`, pretrained on every non-black image of the
-#    contest folder (the unlabelled test images included: it reads no label),
-#    becomes the backbone of the 3-label classifier. The question is where
-#    pretraining helps: the pretrained network and the same network from
-#    random initialisation are trained at several **label budgets** (a seeded
-#    5 %, 20 % and 100 % of the labelled training images in the `default`
-#    profile), with the same recipe and the same early stopping.
-# 2. **ImageNet**: MobileNetV2 from Keras Applications, fed the grayscale
-#    image resized to its input size and replicated to three channels, with
-#    the weights it learnt on ImageNet when they are on this machine or when
-#    this notebook is allowed to download them. Without them the same network
-#    is trained from random initialisation and named
-#    `mobilenetv2_random_init`: that run says nothing about transfer.
-#
-# Every run is a classifier of the results registry, trained by the study's
-# engine on the training images without the black ones and scored like every
-# other model: average precision per label on validation, hold-out beside it.
+# A network that starts from weights learnt on another task may need fewer
+# labelled images than one starting from random numbers. Two sources of
+# such weights, each run trained and scored like the models of 02-04:
+# **self-supervised**, the encoder of 06's denoising autoencoder (pretrained
+# on every non-black image, test images included: it reads no label) against
+# the same network from random weights at several **label budgets**; and
+# **ImageNet**, MobileNetV2 from Keras Applications with its ImageNet weights
+# when they are available (without them it learns from random weights as
+# `mobilenetv2_random_init`, which says nothing about transfer).
 
 # %%
 # Setup. Locally (`make install`) the package is installed and this cell does nothing. On Kaggle or
@@ -74,27 +60,18 @@ n_labels = len(study.label_names)
 print(f"profile {settings.name}: label budgets {settings.label_budgets}")
 
 # %% [markdown]
-# ## The pretrained encoder
+# ## The classifier on top of the pretrained encoder
 #
-# The autoencoder run of notebook 06 comes from the registry, with its
-# architecture and its best weights.
+# The encoder of 06's run (from the registry) keeps *where* things are, on a
+# grid an eighth of the image's side; the head asks whether each label's
+# pattern is *anywhere*: a 3×3 convolution, the maximum over all positions,
+# dropout and one sigmoid per label. Pretrained and from scratch differ only
+# in the encoder's starting weights. Layer table in the appendix.
 
 # %%
 autoencoder_run = autoencoder.latest_run(study)
-print(f"{autoencoder_run.key}: {autoencoder_run.data['description']}, pretrained on "
-      f"{autoencoder_run.data['n_train_images']} images of {', '.join(autoencoder_run.data['images_per_split'])}")
-
-# %% [markdown]
-# ## The classifier on top of the encoder
-#
-# The encoder's code keeps *where* things are (an 8×8 grid for a 64×64
-# image). The head asks whether each label's pattern is *anywhere*: a 3×3
-# convolution over the code, the maximum over all positions, dropout, and
-# one sigmoid output per label. The pretrained network and the one from
-# scratch are the same layers; only the encoder's starting weights differ.
-# The pretrained encoder is named after the autoencoder run it comes from,
-# so that a retrained autoencoder is never mistaken for this one in the
-# registry.
+print(f"encoder of {autoencoder_run.key}, pretrained on {autoencoder_run.data['n_train_images']} images of "
+      f"{', '.join(autoencoder_run.data['images_per_split'])}")
 
 # %%
 def encoder_classifier(encoder, input_shape, n_labels, name):
@@ -108,6 +85,7 @@ def encoder_classifier(encoder, input_shape, n_labels, name):
 
 
 def build_ae_encoder_pretrained(input_shape, n_labels):
+    # Named after its autoencoder run, so that a retrained autoencoder is never mistaken for it in the registry.
     pretrained_tag = autoencoder_run.key.rsplit("-", 1)[1]
     encoder = autoencoder.load_encoder(autoencoder_run, name=f"pretrained_encoder_{pretrained_tag}")
     return encoder_classifier(encoder, input_shape, n_labels, "ae_encoder_pretrained")
@@ -118,20 +96,17 @@ def build_ae_encoder_scratch(input_shape, n_labels):
     return encoder_classifier(encoder, input_shape, n_labels, "ae_encoder_scratch")
 
 
+# %% [markdown] tags=["appendix"]
+# ### Layer table of the encoder classifier (pretrained and from scratch alike)
+
+# %% tags=["appendix"]
 build_ae_encoder_pretrained(study.input_shape, n_labels).summary()
 
 # %% [markdown]
 # ## Training one network in plain view
 #
-# The pretrained network on every labelled training image: binary
-# cross-entropy on the three sigmoid outputs (one yes/no question per
-# label), Adam, early stopping on the validation loss with the profile's
-# patience (best epoch restored), ReduceLROnPlateau halving the learning
-# rate when that loss stalls, and a checkpoint of the best weights. The
-# engine hands the recipe the data (training images without the black ones;
-# early stopping watches the non-black validation images) and its own
-# logging and resume callbacks. Every other run of this notebook goes
-# through the engine with these same settings.
+# The pretrained network on every labelled image, with 02's recipe spelled
+# out; every other run goes through the engine with the same settings.
 
 # %%
 config = study.config()
@@ -159,8 +134,9 @@ pretrained_full = study.train(build_ae_encoder_pretrained, family="transfer", fi
 # ## Pretrained against from scratch, at several label budgets
 #
 # Each budget is a seeded subsample of the labelled non-black training
-# images; the validation images that watch early stopping are the same for
-# every run.
+# images, validated on the same images. The epoch cap counts weight updates:
+# a run on a fraction f of the images may take cap / f epochs, as many steps
+# as the full run.
 
 # %%
 encoder_runs = {("pretrained", 1.0): pretrained_full}
@@ -169,7 +145,7 @@ for fraction in settings.label_budgets:
                                  ("from scratch", build_ae_encoder_scratch, "from_scratch")):
         if (start, fraction) not in encoder_runs:
             encoder_runs[start, fraction] = study.train(
-                build, family=family, train_fraction=fraction,
+                build, family=family, train_fraction=fraction, epochs=round(config.epochs / fraction),
                 description=f"denoising-autoencoder encoder ({start}) + max-pooled head, {fraction:.0%} of the labels",
             )
 
@@ -189,11 +165,11 @@ for (start, fraction), record in encoder_runs.items():
                  "hold-out mAP (non-black)": record.metrics["holdout"]["non_black"]["map"],
                  "epochs": record.data["epochs_run"], "stopped": record.data.get("stopped_because", "")})
 budget_table = pd.DataFrame(rows).sort_values(["budget", "start"]).reset_index(drop=True)
-budget_table.round(3)
+budget_table.set_index(["budget", "start"]).round(3)
 
 # %%
 # Both curves against the label budget (log scale: the budgets grow geometrically), saved to figures/.
-figure, axis = plt.subplots(figsize=(6, 4))
+figure, axis = plt.subplots(figsize=(7, 2.8))
 for start, group in budget_table.groupby("start"):
     group = group.sort_values("budget")
     spread = (group["val mAP (non-black)"] - group["95% CI low"], group["95% CI high"] - group["val mAP (non-black)"])
@@ -207,10 +183,8 @@ study.save_figures({"label_budgets": figure}, "07_transfer_learning")
 figure
 
 # %% [markdown]
-# Where does pretraining help? A difference only counts when it is larger
-# than the noise of the measurement: `evaluation.compare_runs` resamples the
-# same non-black validation images for both runs (a paired bootstrap), and a
-# difference whose 95 % interval contains 0 is no measurable difference.
+# Where does pretraining help? A paired bootstrap of the non-black validation
+# images (08) per budget: an interval containing 0 is no measurable difference.
 
 # %%
 verdicts = {}
@@ -223,19 +197,16 @@ for fraction in settings.label_budgets:
         verdicts[fraction] = "pretraining helps"
     else:
         verdicts[fraction] = "pretraining hurts"
-    print(f"{fraction:.0%} of the labels: pretrained - from scratch = {comparison['difference']:+.3f} mAP "
-          f"(95% interval {low:+.3f} to {high:+.3f}, {comparison['n_images']} images): {verdicts[fraction]}")
+    print(f"{fraction:.0%} of the labels: pretrained - from scratch {comparison['difference']:+.3f} mAP "
+          f"(95% CI {low:+.3f} to {high:+.3f}): {verdicts[fraction]}")
 
 # %% [markdown]
 # Pretraining can only help where the labels are too few to learn the first
-# layers from, so any gain should shrink as the budget grows. The verdicts
-# above, budget by budget, say whether that is what happened here:
+# layers from, so any gain should shrink as the budget grows. Here:
 
 # %%
 helped = [fraction for fraction, verdict in verdicts.items() if verdict == "pretraining helps"]
 hurt = [fraction for fraction, verdict in verdicts.items() if verdict == "pretraining hurts"]
-
-
 neutral = [fraction for fraction, verdict in verdicts.items() if verdict == "no measurable difference"]
 for outcome, fractions in (("helps", helped), ("hurts", hurt), ("makes no measurable difference", neutral)):
     if fractions:
@@ -259,18 +230,16 @@ for fraction in hurt:
 # %% [markdown]
 # ## ImageNet transfer: MobileNetV2
 #
-# MobileNetV2 at its smallest ImageNet configuration (width 0.35, 96×96
-# input): the grayscale image is resized, copied to three channels and
-# scaled to [-1, 1] as the network was trained, all inside the model. With
-# ImageNet weights the backbone is frozen and keeps its batch-normalisation
-# statistics (`training=False`), and only the head learns; without them
-# every layer learns from random initialisation. It is by far the slowest
-# network of the study on a CPU, so the profile caps its training images and
-# epochs; these caps are for time, not choices that make it better.
+# Width 0.35, 96×96 input: the image is resized, copied to three channels
+# and scaled to [-1, 1] inside the model. With ImageNet weights only the head
+# learns; without them every layer does. The slowest network here on a CPU,
+# it has capped images and epochs, for time only (layers in the appendix).
 
 # %%
 imagenet = transfer.find_imagenet_weights(0.35, 96, download=download_imagenet_weights)
-print(imagenet.message)
+print("MobileNetV2 starts from its ImageNet weights." if imagenet.found else
+      "No ImageNet weights of MobileNetV2 (0.35, 96x96) here and download_imagenet_weights is False: it learns "
+      f"from random weights as {transfer.RANDOM_INIT_NAME} (online, set download_imagenet_weights = True).")
 
 # %%
 backbone_side = settings.backbone_input_size or 96
@@ -294,6 +263,10 @@ def build_mobilenetv2(input_shape, n_labels):
     return keras.Model(inputs, outputs, name=transfer.IMAGENET_NAME if imagenet.found else transfer.RANDOM_INIT_NAME)
 
 
+# %% [markdown] tags=["appendix"]
+# ### Layer table of the MobileNetV2 classifier
+
+# %% tags=["appendix"]
 build_mobilenetv2(study.input_shape, n_labels).summary(line_length=100, expand_nested=False)
 
 # %%
@@ -308,32 +281,39 @@ mobilenet_run = study.train(
                  else "MobileNetV2 (0.35) from random initialisation: no ImageNet weights"),
 )
 
-# %% [markdown]
-# ## All runs of this notebook
-
 # %%
+mobile, best_encoder = non_black_val(mobilenet_run)["map"], non_black_val(pretrained_full)["map"]
+print(f"{mobilenet_run.model}: non-black validation mAP {mobile:.3f} ({mobilenet_run.data['n_train_images']} images, "
+      f"{mobilenet_run.data['epochs_run']} epoch(s), {mobilenet_run.data.get('stopped_because', '')}); "
+      f"pretrained encoder on every label: {best_encoder:.3f}.")
+print("It measures transfer from ImageNet's photographs." if imagenet.found else
+      "Without ImageNet weights it measures that network from scratch on a small budget, not transfer.")
+
+# %% [markdown] tags=["appendix"]
+# ### Every run of this notebook, per label
+#
+# Validation AP per label and the non-black mAP of every run of this
+# notebook (budgets in brackets), how long it trained and why it stopped.
+
+# %% tags=["appendix"]
 all_runs = {f"{record.model} ({fraction:.0%})": record for (start, fraction), record in encoder_runs.items()}
 all_runs[mobilenet_run.model] = mobilenet_run
-study.table(all_runs.values()).drop(columns=["description", "key"]).round(3)
+all_runs_table = study.table(all_runs.values())
+all_runs_table["run"] = all_runs_table["run"].str.replace(" of the training images", "", regex=False)
+per_label_columns = ["run", "family", *[f"val AP {label}" for label in study.label_names], "val mAP (non-black)",
+                     "holdout mAP (non-black)", "epochs", "best epoch", "stopped by"]
+all_runs_table[per_label_columns].astype({"epochs": "Int64", "best epoch": "Int64"}).set_index("run").round(3)
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Per-label AP, learning curves and precision-recall curves of these runs
+
+# %% tags=["appendix"]
 # Per-class AP bars, learning curves and precision-recall curves, saved to figures/.
 transfer_figures = study.comparison_figures(all_runs, prefix="07_transfer_learning")
 transfer_figures["per_class_ap"]
 
-# %%
+# %% tags=["appendix"]
 transfer_figures["learning_curves"]
 
-# %%
+# %% tags=["appendix"]
 transfer_figures["precision_recall"]
-
-# %%
-mobile, best_encoder = non_black_val(mobilenet_run)["map"], non_black_val(pretrained_full)["map"]
-print(f"{mobilenet_run.model}: validation mAP {mobile:.3f} on the non-black images, trained on "
-      f"{mobilenet_run.data['n_train_images']} images for {mobilenet_run.data['epochs_run']} epoch(s) "
-      f"({mobilenet_run.data.get('stopped_because', '')}); pretrained encoder on every label: {best_encoder:.3f}.")
-if imagenet.found:
-    print("MobileNetV2 started from ImageNet weights: its row measures transfer from natural photographs.")
-else:
-    print("MobileNetV2 had no ImageNet weights here: its row measures that network from scratch on a small "
-          "budget, not what ImageNet weights would bring.")

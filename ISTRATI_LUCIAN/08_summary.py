@@ -1,23 +1,10 @@
 # %% [markdown]
 # # 08 — Summary
 #
-# The notebooks before this one each answered one question: what the data
-# looks like (01), how well convolutional (02), recurrent (03) and fully
-# connected networks and classical references (04) learn it, which training
-# choices matter and which configuration becomes the final model (05),
-# whether a denoising autoencoder cleans the images (06) and whether a
-# pretrained encoder is a better start than random weights (07). Every model
-# they trained is a run of the results registry, scored the same way on the
-# same images.
-#
-# This notebook reads the registry and puts every run side by side. Before
-# it draws any conclusion it measures the **noise floor**: how much a score
-# moves with the validation images scored (bootstrap intervals) and with the
-# seed (the best network of each family trained twice more). A difference
-# inside that floor is reported as no measurable difference. Then it looks at
-# the best model's predictions and says what worked, what did not, and why;
-# every sentence that depends on a comparison has the comparison, and its
-# `if`, in the cell above it.
+# Every model of 02-07 is a run of the results registry, scored the same way
+# on the same images. This notebook puts them side by side and measures the
+# **noise floor** (how much a score moves with the images scored and with the
+# seed): a difference inside it is reported as no measurable difference.
 
 # %%
 # Setup. Locally (`make install`) the package is installed and this cell does nothing. On Kaggle or
@@ -52,10 +39,11 @@ import pandas as pd
 from IPython.display import display
 from sklearn.metrics import classification_report
 
-from contest_study import plots
+from contest_study import plots, transfer
 from contest_study.evaluation import compare_runs
 from contest_study.registry import best_per_family
 from contest_study.study import open_study, run_name
+from contest_study.synthetic import CARD_NAME
 
 study = open_study(profile=profile, data_dir=data_dir, workdir=workdir, seed=seed)
 runs = study.records()
@@ -66,24 +54,14 @@ if not runs:
 trials = [record for record in runs if record.family == "tuning"]
 runs = [record for record in runs if record.family != "tuning"]
 by_key = {record.key: record for record in runs}
-print(f"{len(trials)} grid trials of notebook 05 (its own tables)")
-print(f"{len(runs)} runs of this study (profile {study.context.profile.name}, seed {seed}); families: "
+print(f"{len(runs)} runs of this study (profile {study.context.profile.name}, seed {seed}; and {len(trials)} grid "
+      "trials, shown in 05); families: "
       + ", ".join(f"{family} ({count})" for family, count in pd.Series([r.family for r in runs]).value_counts().items()))
 
 # %% [markdown]
-# ## How every run was trained and scored
-#
-# The networks of notebooks 02-04 and 07 were trained by the same engine,
-# with the settings printed below (05's grid varied them): Adam, binary
-# cross-entropy on one sigmoid output per label, early stopping on the
-# validation loss of the non-black validation images (restoring the best
-# epoch), the learning rate halved when that loss stalls, within the
-# profile's cap on epochs. All black training images but one were
-# removed, and every black validation, hold-out and test image is answered
-# with the label rates of the black training images (the scoring rule of
-# `01_data_analysis`), so all models answer them alike and differ only on the
-# non-black images. Scores are scikit-learn's average precision per label and
-# its mean over the labels (mAP); **chance** is the mean positive rate.
+# The networks share the engine's settings below (05's grid varied them).
+# Scores are read on the non-black images (01): average precision (AP) per
+# label and its mean (mAP).
 
 # %%
 config = study.config()
@@ -93,29 +71,53 @@ print(f"optimizer {config.optimizer}, learning rate {config.learning_rate}, loss
 # %% [markdown]
 # ## Every run side by side
 #
-# One row per run, best validation mAP first: on all validation images and on
-# the non-black ones with its 95 % bootstrap interval (1,000 resamples of the
-# validation images: how much the score would move on another validation set
-# of the same size), the same on the hold-out that chose nothing, and how long
-# each run trained (the epoch whose weights were kept in brackets) and why it
-# stopped.
+# One row per run, best first: mAP on the non-black validation images with
+# its 95 % bootstrap interval (1,000 resamples), on the non-black hold-out,
+# model size, epochs (and the one kept), why training stopped, wall time. A
+# column equal in every run is printed instead; of 04's k-NN sweep only the
+# best setting is shown (all in the appendix).
 
 # %%
 def interval(record, split):
     low, high = record.metrics[split]["non_black"].get("map_ci95") or (None, None)
-    return "undefined" if low is None or high is None else f"{low:.3f} .. {high:.3f}"
+    # Word joiners keep the interval on one line of a table cell.
+    return "undefined" if low is None or high is None else f"{low:.3f}\u2060–\u2060{high:.3f}"
 
 
 table = study.table(runs)
-table["val 95% CI"] = [interval(by_key[key], "val") for key in table["key"]]
-table["holdout 95% CI"] = [interval(by_key[key], "holdout") for key in table["key"]]
-table["epochs (best)"] = [f"{int(epochs)} ({int(best_epoch)})" if epochs == epochs and best_epoch == best_epoch else ""
-                          for epochs, best_epoch in zip(table["epochs"], table["best epoch"])]
-columns = ["run", "family", "val mAP", "val mAP (non-black)", "val 95% CI", "holdout mAP", "holdout mAP (non-black)",
-           "holdout 95% CI", "epochs (best)", "stopped by"]
-table[columns].round(3)
+master = pd.DataFrame({
+    "run": table["run"].str.replace(" of the training images", "", regex=False),
+    "family": table["family"],
+    "val mAP": table["val mAP (non-black)"],
+    "val 95% CI": [interval(by_key[key], "val") for key in table["key"]],
+    "hold-out mAP": table["holdout mAP (non-black)"],
+    "params": table["params"].astype("Int64"),
+    "epochs": table["epochs"].astype("Int64"),
+    "best epoch": table["best epoch"].astype("Int64"),
+    "stopped by": table["stopped by"],
+    "time (s)": table["wall time (s)"].round().astype("Int64"),
+}).sort_values("val mAP", ascending=False, kind="stable")
+constant = [column for column in master.columns if master[column].nunique(dropna=False) == 1]
+for column in constant:
+    print(f"{column}: {master[column].iloc[0]} in every run")
+master = master.drop(columns=constant).set_index("run").round(3)
+knn_sweep = master.index.str.startswith("knn_k")
+best_knn = master.index[knn_sweep][:1]  # the table is sorted best first
+master[~knn_sweep | master.index.isin(best_knn)]
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### The k-NN sweep of notebook 04 in the master table's columns
+
+# %% tags=["appendix"]
+if knn_sweep.any():
+    display(master[knn_sweep])
+else:
+    print("no k-NN sweep in the registry")
+
+# %% [markdown] tags=["appendix"]
+# ### Validation AP of every run and label
+
+# %% tags=["appendix"]
 # Validation AP of every run and label at a glance.
 names = table["run"].where(~table["run"].duplicated(keep=False), table["run"] + " [" + table["family"] + "]")
 names = names.where(~names.duplicated(keep=False), names + " " + table["key"].str[-6:])
@@ -129,11 +131,9 @@ study.save_figures({"all_runs_per_label_ap": figure}, prefix="08")["all_runs_per
 # %% [markdown]
 # ## The best of each family
 #
-# Comparing families through their best member (by validation mAP; the
-# hold-out never decides) keeps the difference that matters: how each kind of
-# model sees an image. Chance is each run's mean positive rate on the
-# non-black validation images; the oracle column appears only on the embedded
-# dataset, whose Bayes-optimal probabilities give the best achievable score.
+# Each family through its best member by validation mAP (the hold-out never
+# decides; side by side in the appendix), framed by chance and, on the
+# embedded dataset only, the oracle (01).
 
 # %%
 def chance(record, split="val"):
@@ -151,26 +151,86 @@ for record in best:
     if record.oracle:
         row["oracle"] = record.oracle["val"]["non_black"]["map"]
     family_rows.append(row)
-pd.DataFrame(family_rows).set_index("family").round(3)
+family_table = pd.DataFrame(family_rows).set_index("family")
+if len(family_table):
+    print("chance (mean positive rate of the non-black validation images): "
+          + ", ".join(f"{value:.3f}" for value in sorted(family_table["chance"].round(3).unique())))
+if "oracle" in family_table:
+    print("oracle mAP on those images: " + ", ".join(f"{value:.3f}" for value in sorted(family_table["oracle"].dropna().round(3).unique())))
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### The best of each family
+
+# %% tags=["appendix"]
+family_table.round(3)
+
+# %% [markdown] tags=["appendix"]
+# ### Per-label AP and precision-recall curves of the best model of each family
+
+# %% tags=["appendix"]
 # Per-label AP and precision-recall curves of the best model of each family (non-black validation images).
 family_figures = study.comparison_figures({record.family: record for record in best}, prefix="08_best_per_family")
 family_figures["per_class_ap"]
 
-# %%
+# %% tags=["appendix"]
 family_figures["precision_recall"]
+
+# %% [markdown]
+# Precision, recall and F1 per label (scikit-learn's `classification_report`)
+# of each family's best model on the hold-out, each label thresholded where
+# its F1 was highest on validation: macro averages and weakest label here,
+# full reports in the appendix. The black images add the same errors to every
+# model (01's rule).
+
+# %%
+def hold_out_report(record):
+    """The hold-out labels and ``record``'s answers there, at its thresholds tuned on validation."""
+    predictions = record.predictions()
+    thresholds = np.array([record.thresholds[label] for label in study.label_names])
+    predicted = (predictions["holdout_score"] >= thresholds).astype(int)
+    return predictions["holdout_true"], predicted
+
+
+family_reports = {record.family: hold_out_report(record) for record in best}
+report_rows = {}
+for record in best:
+    scores = classification_report(*family_reports[record.family], target_names=study.label_names,
+                                   zero_division=0, output_dict=True)
+    weakest = min(study.label_names, key=lambda label: scores[label]["f1-score"])
+    report_rows[record.family] = {"run": record.model, "precision": scores["macro avg"]["precision"],
+                                  "recall": scores["macro avg"]["recall"], "F1": scores["macro avg"]["f1-score"],
+                                  "weakest label": weakest, "its F1": scores[weakest]["f1-score"]}
+report_table = pd.DataFrame.from_dict(report_rows, orient="index")
+for family, row in report_table.iterrows():
+    print(f"{family} ({row['run']}): macro F1 {row['F1']:.2f}, precision {row['precision']:.2f}, "
+          f"recall {row['recall']:.2f}; weakest label {row['weakest label']} (F1 {row['its F1']:.2f}).")
+if len(report_table):
+    favour_recall = report_table["recall"] > report_table["precision"]
+    if favour_recall.all():
+        print("Every family's thresholds trade precision for recall: F1 is highest where few positives are missed.")
+    elif not favour_recall.any():
+        print("Every family's thresholds trade recall for precision.")
+    if report_table["weakest label"].nunique() == 1:
+        print(f"{report_table['weakest label'].iloc[0]} is the weakest label of every family: the hardest label "
+              "for every kind of model tried, not a weakness of one architecture.")
+
+# %% [markdown] tags=["appendix"]
+# ### Classification report of the best model of each family (hold-out)
+
+# %% tags=["appendix"]
+report_table.round(2)
+
+# %% tags=["appendix"]
+for record in best:
+    print(f"{record.family}: {record.model}")
+    print(classification_report(*family_reports[record.family], target_names=study.label_names, zero_division=0))
 
 # %% [markdown]
 # ## The noise floor: the same network, other seeds
 #
-# A bootstrap interval says how much a score depends on which images were
-# scored. A network also depends on its seed: the initial weights, the
-# order of the batches and dropout. To measure that, the best network of each
-# neural family is trained twice more, with two other seeds, by the engine's
-# own fit with the same settings (the architecture rebuilt from the registry).
-# Notebooks 02-04 train these six runs for their own verdicts; this notebook
-# finds them in the registry and trains them only if those notebooks did not.
+# A score also depends on the seed (initial weights, batch order, dropout):
+# the best network of each neural family is trained with two more seeds and
+# the same settings (by 02-04; here only if they did not).
 
 # %%
 extra_seeds = (seed + 1, seed + 2)
@@ -189,23 +249,26 @@ for family, records in seed_runs.items():
     for split in ("val", "holdout"):
         scores = np.array([r.metrics[split]["non_black"]["map"] for r in records], dtype=float)
         row.update({f"{split} mean": scores.mean(), f"{split} std": scores.std(ddof=1),
-                    f"{split} min": scores.min(), f"{split} max": scores.max()})
+                    f"{split} range": scores.max() - scores.min()})
     spread_rows.append(row)
 spread = pd.DataFrame(spread_rows).set_index("family")
 # The noise floor of a family: the range (max - min) of its mAP over the three seeds, per split.
-seed_range = {split: (spread[f"{split} max"] - spread[f"{split} min"]).to_dict() if len(spread) else {}
-              for split in ("val", "holdout")}
+seed_range = {split: spread[f"{split} range"].to_dict() if len(spread) else {} for split in ("val", "holdout")}
+for split in ("val", "holdout"):
+    print(f"seed range ({split}, non-black mAP over seeds {', '.join(map(str, (seed, *extra_seeds)))}): "
+          + (", ".join(f"{family} {value:.3f}" for family, value in seed_range[split].items()) or "no neural family"))
+
+# %% [markdown] tags=["appendix"]
+# ### The seed-by-seed spread of the best network of each neural family
+
+# %% tags=["appendix"]
 spread.round(3)
 
 # %% [markdown]
-# The table gives each family's run-to-run spread of the non-black mAP over
-# three seeds. A difference between two runs is below the noise floor, and
-# reported as **no measurable difference**, when the 95 % interval of the
-# paired bootstrap of the difference (the same images scored by both runs)
-# contains zero, or when the difference is no larger than the seed range
-# (max − min, on the same split) of the families involved: another seed could
-# have produced it. Note that the range of three runs understates the spread a
-# larger number of seeds would show.
+# A difference is **no measurable difference** when the 95 % interval of a
+# *paired bootstrap* (the same resampled images scored by both runs)
+# contains zero, or when it is no larger than the seed range (max − min) of
+# the families involved (three seeds understate it).
 
 # %%
 def judge(run_a, run_b, split="val"):
@@ -225,19 +288,22 @@ print(f"best family: {best[0].family} ({best[0].model})" + ("" if len(best) > 1 
 family_verdicts.round(3)
 
 # %% [markdown]
-# Each row is the best family's best run minus another family's best run on
-# the non-black validation images. A "measurable" row is a gap no other seed
-# or validation sample would close: that family is behind. A row of "no
-# measurable difference" means the study cannot rank those two families on
-# this data, whatever the means in the table above say.
-#
-# ## The experiments of notebook 02
-#
-# Each experiment changed one thing of a CNN of 02 (augmentation layers in
-# front, three input channels, the black images kept) and is judged against
-# the same network without the change, with the CNN family's noise floor.
+# Each row is the best family's best run minus another family's. "No
+# measurable difference": the study cannot rank those two families on this
+# data, whatever the means say. 02's experiments are judged the same way
+# (table in the appendix, verdicts gathered below).
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### The experiments of notebook 02
+#
+# Each experiment changed one thing of a CNN of 02 and is judged against the
+# same network without the change, with the CNN family's noise floor. A
+# positive difference means the change raised the non-black validation mAP.
+# Where there is no measurable difference, the simpler setting (no
+# augmentation, one channel, black images removed) is the one to keep: it is
+# cheaper. A measurable change is discussed in 02 next to its run.
+
+# %% tags=["appendix"]
 def without_the_change(experiment):
     """The run of the same network without the experiment's change: its partner run first, else notebook 02's."""
     name = experiment.model.removesuffix("_augmented")
@@ -262,20 +328,11 @@ if not len(experiments):
 experiments.round(3)
 
 # %% [markdown]
-# A positive difference means the change raised the non-black validation mAP.
-# Where the verdict is "no measurable difference" the change neither helped
-# nor hurt at this data size, and the simpler setting (no augmentation, one
-# channel, black images removed) is the one to keep: it is cheaper. Where a
-# change is measurable, its reason is discussed in notebook 02 next to the
-# run.
-#
 # ## The final model: the tuned configuration against the untuned run
 #
-# Notebook 05 chooses a training configuration on validation and retrains the
-# chosen architecture with it on the whole training set: the study's final
-# model, whose test predictions are submitted. Did tuning pay? The final model
-# against the run of the same architecture with the default settings, on
-# validation (where the tuning looked) and on the hold-out (where it did not).
+# Did 05's tuning pay? The final model (whose test predictions are
+# submitted) against the same architecture's untuned run, on validation
+# (where the tuning looked) and on the hold-out (where it did not).
 
 # %%
 finals = [record for record in runs if record.family == "final"]
@@ -293,52 +350,39 @@ else:
             final_rows[split] = {"final": final.metrics[split]["non_black"]["map"],
                                  "untuned": reference.metrics[split]["non_black"]["map"],
                                  **judge(final, reference, split=split)}
-        print(f"final model: {final.model} ({final.description}); untuned run: {reference.model} ({reference.family})")
+        print(f"final model: {final.model} with 05's configuration; untuned run: {reference.model} ({reference.family})")
 final_table = pd.DataFrame.from_dict(final_rows, orient="index")
 if len(final_table):
     display(final_table.round(3))
 
 # %% [markdown]
-# The validation row is optimistic for the final model: its configuration
-# was chosen there. The hold-out row is the honest one. If the hold-out
-# difference is measurable and positive, tuning paid beyond the noise floor;
-# if it is not measurable, the chosen configuration is as good as the default
-# one on images that took no part in the choice, and the grid of 05 found no
-# setting that matters more than a change of seed.
+# Validation chose the configuration; the hold-out row is the honest one.
+# Measurable and positive there: tuning paid; not measurable: 05's grid found
+# no setting that matters more than a change of seed.
 #
-# ## The best model's predictions
+# ## The best model
 #
-# The best run of the study by validation mAP: validation images with its
-# answer and the probability of each label, blue when right and red when
-# wrong at the thresholds tuned on validation; then its confusion matrices
-# and scikit-learn's classification report on the hold-out split.
+# By validation mAP (its predictions and confusion matrices in the appendix):
 
 # %%
 best_run = study.best(runs)
 print(f"best run: {best_run.model} ({best_run.family}, {best_run.description}); non-black mAP: validation "
       f"{best_run.metrics['val']['non_black']['map']:.3f}, hold-out {best_run.metrics['holdout']['non_black']['map']:.3f}")
+
+# %% [markdown] tags=["appendix"]
+# ### The best run's predictions on validation images and its confusion matrices (hold-out)
+
+# %% tags=["appendix"]
 best_figures = study.best_run_figures(best_run, prefix="08_best")
 best_figures["prediction_grid"]
 
-# %%
+# %% tags=["appendix"]
 best_figures["confusion_matrices"]
 
-# %%
-# Precision, recall and F1 per label on the hold-out, at the thresholds tuned on validation.
-predictions = best_run.predictions()
-thresholds = np.array([best_run.thresholds[label] for label in study.label_names])
-print(classification_report(predictions["holdout_true"], (predictions["holdout_score"] >= thresholds).astype(int),
-                            target_names=study.label_names, zero_division=0))
-
 # %% [markdown]
-# The report's per-label rows show which label the best model finds hardest.
-# The black images are part of these hold-out counts: every model answers them
-# with the same base rates, so they add the same errors to every model.
-#
 # ## What worked, what did not, and why
 #
-# The verdicts above, gathered: a family, an experiment or the tuning is
-# listed as having worked only when its gain clears the noise floor.
+# The verdicts above, gathered; a gain counts only beyond the noise floor.
 
 # %%
 final_verdicts = final_table.drop(columns=["final", "untuned"], errors="ignore").rename(index=lambda split: f"tuning ({split})")
@@ -352,24 +396,14 @@ print("What did not work (a measurable loss):", ", ".join(hurt.index) or "nothin
 print("No measurable difference:", ", ".join(inside.index) or "none")
 
 # %% [markdown]
-# Why, where the lists above place each comparison:
-#
-# - **Families.** A convolution applies the same small filters at every
-#   position, so a pattern is recognised wherever it appears; a dense layer
-#   gives each pixel position its own weights and must learn a pattern again
-#   at every place; a recurrent network reads one row at a time and must carry
-#   a two-dimensional pattern through a one-dimensional memory; k-NN and
-#   logistic regression compare raw pixels. When a family trails the best one
-#   measurably, that difference of prior is the likely cause, since all were
-#   trained and scored alike. When a gap is inside the noise floor, the data
-#   does not let the study tell those priors apart.
-# - **Experiments.** Augmentation helps a network that overfits and hurts when
-#   a transformation changes what a label means or blurs what it depends on;
-#   three equal channels can only change the initialisation, not the
-#   information; keeping the black images adds label noise and weight updates
-#   at once. Notebook 02 discusses its outcome next to each run.
-# - **Tuning.** A configuration chosen on validation is favoured there by
-#   construction; only the hold-out row says whether it generalises.
+# - **Families.** A convolution recognises a pattern wherever it appears; a
+#   dense layer must learn it again at every place; a recurrent network
+#   carries a 2-D pattern through a 1-D memory, row by row; k-NN and logistic
+#   regression compare raw pixels. All were trained and scored alike, so a
+#   measurable gap points to that prior; a gap inside the floor means the
+#   data cannot tell those priors apart.
+# - **Experiments and tuning.** 02 discusses each experiment next to its run;
+#   only the hold-out row says whether 05's configuration generalises.
 #
 # ## The most interesting insight
 
@@ -382,20 +416,87 @@ if len(clearing):
           f"(95% CI {top['95% CI']}, seed range {top['seed range']:.3f})")
 else:
     print("no comparison of this study clears the noise floor")
-widest = spread["val max"].sub(spread["val min"]).idxmax() if len(spread) else None
+widest = spread["val range"].idxmax() if len(spread) else None
 if widest is not None:
     print(f"widest seed range: {widest}, {seed_range['val'][widest]:.3f} non-black mAP over seeds {spread.loc[widest, 'seeds']}")
 
 # %% [markdown]
-# The insight is in what the cell above finds. When the largest effect beyond
-# the noise floor is a gap between families, the study's main lesson is that
-# the prior built into an architecture matters more than any training
-# setting tried here: the same data, the same optimiser and the same scoring
-# give measurably different models only because they see the image
-# differently. When it is an experiment or the tuning, one training choice
-# outweighed the choice of architecture. When nothing clears the floor, the
-# lesson is the noise floor itself: at this data size one seed and one
-# validation set decide a ranking as much as the models do, and the single-run
-# differences a study usually reports as "helped" or "hurt" would be noise.
-# The seed range printed last is how much one network moves between seeds
-# alone: every difference of this study is read against it.
+# If the largest effect beyond the floor is a gap between families, the
+# prior built into an architecture mattered more than any training setting
+# tried; if it is an experiment or the tuning, one training choice outweighed
+# the architecture; if nothing clears the floor, one seed and one validation
+# set decide a ranking as much as the models do.
+#
+# ## Limitations and future work
+#
+# What the numbers cannot say (printed where it depends on this run):
+
+# %%
+settings = study.context.profile
+n_val = best_run.metrics["val"]["non_black"]["n_images"]
+n_holdout = best_run.metrics["holdout"]["non_black"]["n_images"]
+print(f"- One validation split ({n_val} non-black images) and one hold-out ({n_holdout}): every interval is a "
+      "bootstrap of those images only, and says nothing of how the scores would move with another split of the data.")
+print(f"- Profile {settings.name}: epoch cap {config.epochs}, early-stopping patience {config.patience}; "
+      f"{len(extra_seeds) + 1} seeds per family for the noise floor.")
+capped = [run_name(record) for record in runs if record.data.get("stopped_because") == "epoch cap"]
+if capped:
+    print(f"- {len(capped)} run(s) stopped at the epoch cap, not by early stopping, and may still have been improving: "
+          + ", ".join(capped) + ".")
+if settings.tuning_train_fraction < 1:
+    print(f"- The tuning grid of 05 trained on {settings.tuning_train_fraction:.0%} of the training images with epoch "
+          f"budgets of {', '.join(map(str, settings.tuning_epochs))}: a setting that pays only on the full data or with longer "
+          "training could be missed.")
+random_mobilenet = [record for record in runs if record.model == transfer.RANDOM_INIT_NAME]
+if random_mobilenet:
+    print(f"- No ImageNet weights were available offline: MobileNetV2 learnt from random weights on "
+          f"{random_mobilenet[0].data['n_train_images']} images, so ImageNet transfer was not measured.")
+if (study.data.data_dir / CARD_NAME).is_file():
+    print("- The data folder is the embedded dataset, synthetic images drawn by a seeded generator (01): "
+          "the conclusions hold for its shapes and noise; a real contest folder must be run to know what carries over.")
+
+# %% [markdown]
+# Next steps, in the order they would be done: repeat the study over several
+# splits (k-fold cross-validation) and more seeds, so that intervals cover
+# the choice of split as well as the images scored; run the grid of 05 on all
+# training images without an epoch cap (a GPU, the `full` profile); fine-tune
+# MobileNetV2 from its ImageNet weights where they can be downloaded; and
+# average the best networks of the leading families, whose errors need not
+# coincide. The references of the methods used close the appendix.
+
+# %% [markdown] tags=["appendix"]
+# ### References
+#
+# Software:
+#
+# - F. Chollet et al. *Keras*, 2015. https://keras.io (every network, its
+#   layers, optimiser, callbacks and Keras Applications' MobileNetV2).
+# - M. Abadi et al. *TensorFlow: a system for large-scale machine learning.*
+#   OSDI 2016 (the backend Keras runs on).
+# - F. Pedregosa et al. *Scikit-learn: machine learning in Python.* JMLR 12,
+#   2011 (k-NN, logistic regression, `average_precision_score` for every AP
+#   and mAP, `classification_report`).
+#
+# Methods:
+#
+# - K. Simonyan, A. Zisserman. *Very deep convolutional networks for
+#   large-scale image recognition.* ICLR 2015 (the VGG-style CNN 1.c).
+# - K. He, X. Zhang, S. Ren, J. Sun. *Deep residual learning for image
+#   recognition.* CVPR 2016 (the small ResNet 1.d).
+# - S. Hochreiter, J. Schmidhuber. *Long short-term memory.* Neural
+#   Computation 9(8), 1997 (the LSTM 2.a).
+# - K. Cho et al. *Learning phrase representations using RNN encoder-decoder
+#   for statistical machine translation.* EMNLP 2014 (the GRU of 2.b).
+# - D. P. Kingma, J. Ba. *Adam: a method for stochastic optimization.* ICLR
+#   2015 (the optimiser of every network; 05's grid also tries SGD).
+# - N. Srivastava et al. *Dropout: a simple way to prevent neural networks
+#   from overfitting.* JMLR 15, 2014.
+# - S. Ioffe, C. Szegedy. *Batch normalization: accelerating deep network
+#   training by reducing internal covariate shift.* ICML 2015 (1.c, 1.d, 3.b).
+# - P. Vincent, H. Larochelle, Y. Bengio, P.-A. Manzagol. *Extracting and
+#   composing robust features with denoising autoencoders.* ICML 2008 (06,
+#   and the pretrained encoder of 07).
+# - M. Sandler, A. Howard, M. Zhu, A. Zhmoginov, L.-C. Chen. *MobileNetV2:
+#   inverted residuals and linear bottlenecks.* CVPR 2018 (07).
+# - B. Efron. *Bootstrap methods: another look at the jackknife.* Annals of
+#   Statistics 7(1), 1979 (every 95 % interval and paired comparison).
