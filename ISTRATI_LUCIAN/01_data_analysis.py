@@ -291,8 +291,10 @@ print(f"chance mAP on validation: {chance_all:.3f} (all images), {chance_visible
 # The embedded dataset comes with a card (`dataset_card.json`, in the
 # appendix) and the Bayes-optimal probability of every label of every
 # labelled image, which no model reads. Ranking the validation images by them
-# gives the **oracle mAP**, the best any model can reach given the label noise
-# and the black images. A real contest folder has neither file; the later
+# gives the **oracle mAP**, the best score a model can expect given the label
+# noise and the black images: on a finite validation set a model can land a
+# little above it by luck, within the noise of that set (the bootstrap
+# intervals of the later notebooks). A real contest folder has neither file; the later
 # notebooks then compare models with chance and with each other only.
 
 # %% [markdown] tags=["appendix"]
@@ -326,8 +328,9 @@ else:
     display(oracle_table.round(4))
 
 # %% [markdown]
-# On the embedded dataset the oracle is the ceiling and chance the floor: a
-# model is judged by how much of the gap it closes on the non-black images.
+# On the embedded dataset the oracle is the expected ceiling and chance the
+# floor: a model is judged by how much of the gap it closes on the non-black
+# images.
 # The oracle is below 1.0 because some labels are flipped (the card's label
 # noise), and no model can know which.
 #
