@@ -4,16 +4,10 @@
 # How far do models get that see the pixels without any notion of
 # neighbourhood? A fully connected network gives every pixel its own weight
 # into every hidden unit: it can learn what appears at a given place, but a
-# pattern that moves is a new input. Two architectures are compared:
-#
-# - **3.a** the baseline of the source study: four hidden ReLU layers
-#   (512-256-128-64);
-# - **3.b** a wider, regularised network: 1024-512-256 units with L2 weight
-#   decay, batch normalisation and dropout.
-#
-# Two classical references from scikit-learn put the networks in context:
-# **k-nearest neighbours**, swept over k and the distance as in the source's
-# k-NN study, and **logistic regression**, one per label, on the pixels.
+# pattern that moves is a new input. Two such networks (3.a, 3.b) are compared
+# with two classical references from scikit-learn, **k-nearest neighbours**
+# and **logistic regression**. Layer tables, the k-NN sweep, the full results
+# table and the secondary figures are in the report's appendix.
 
 # %%
 # Setup. Locally (`make install`) the package is installed and this cell does nothing. On Kaggle or
@@ -57,9 +51,13 @@ print(f"profile {study.context.profile.name}: {len(study.data.train)} training i
 # %% [markdown]
 # ## The two networks
 #
-# ### 3.a — four hidden layers
+# **3.a**, the baseline of the source study: the image flattened, four hidden
+# ReLU layers of 512, 256, 128 and 64 units.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Layer table of 3.a
+
+# %% tags=["appendix"]
 def build_fc_3a(input_shape, n_labels):
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Flatten()(inputs)
@@ -72,13 +70,15 @@ def build_fc_3a(input_shape, n_labels):
 build_fc_3a(input_shape, n_labels).summary()
 
 # %% [markdown]
-# ### 3.b — wider and regularised
-#
-# The first layer alone holds millions of weights for a few thousand training
-# images: L2 decay and dropout keep it from memorising them, batch
-# normalisation keeps the three layers training at the same pace.
+# **3.b**, wider and regularised: 1024-512-256 units. The first layer alone
+# holds millions of weights for a few thousand training images: L2 weight
+# decay and dropout (0.4) keep it from memorising them, batch normalisation
+# keeps the three layers training at the same pace.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Layer table of 3.b
+
+# %% tags=["appendix"]
 def build_fc_3b(input_shape, n_labels):
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Flatten()(inputs)
@@ -95,11 +95,8 @@ def build_fc_3b(input_shape, n_labels):
 build_fc_3b(input_shape, n_labels).summary()
 
 # %% [markdown]
-# ## Training 3.a in plain view
-#
-# The study's recipe (see `02_cnn`): Adam at 10⁻³, binary cross-entropy,
-# accuracy and PR-AUC per epoch, early stopping with patience 5 and the best
-# weights restored, ReduceLROnPlateau and a checkpoint of the best weights.
+# 3.a is compiled and fitted in plain view with the recipe of `02_cnn`; 3.b
+# goes through the engine with the same settings.
 
 # %%
 config = study.config()
@@ -142,16 +139,20 @@ dense_runs = {
 }
 
 # %% [markdown]
-# ## k-nearest neighbours, swept
+# ## Classical references
 #
-# k-NN labels an image by the labels of its nearest training images. Over
-# 4,096 raw pixels, distances are dominated by noise and slow to compute, so
-# the pixels are first projected on their 50 principal components (PCA). The
-# source's sweep: k ∈ {3, 5, 7, 9, 11} and the Euclidean or Manhattan
-# distance, each fitted on the training images and chosen by its validation
-# mAP (the hold-out stays out of the choice).
+# **k-NN** labels an image by the labels of its nearest training images, on
+# the pixels' 50 principal components (over 4,096 raw pixels distances are
+# dominated by noise). As in the source's k-NN study, k ∈ {3, 5, 7, 9, 11}
+# and the Euclidean or Manhattan distance are swept, and the best validation
+# mAP over all images is kept (the hold-out chooses nothing). **Logistic regression** fits
+# one linear model per label on the standardised pixels: the most a weighted
+# sum of the pixel values can say about each label.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### k-NN sweep: non-black validation mAP per k and distance
+
+# %% tags=["appendix"]
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.multioutput import MultiOutputClassifier
@@ -177,19 +178,13 @@ knn_sweep.pivot(index="k", columns="distance", values="val mAP (non-black)").ast
 best_knn = study.best(knn_runs.values())
 print(f"chosen: {best_knn.model} ({best_knn.description}), non-black val mAP {best_knn.metrics['val']['non_black']['map']:.3f}")
 
-# %% [markdown]
+# %% [markdown] tags=["appendix"]
 # A larger k averages more neighbours: smoother probabilities, but
 # neighbours further away. The Manhattan distance weighs many small pixel
-# differences more than a few large ones. The table shows which way each
-# setting moved the score on this data; a spread of a few thousandths is
-# within the noise of the validation set (see the interval of the chosen run
-# in the results table).
-
-# %% [markdown]
-# ## Logistic regression
-#
-# One linear model per label on the standardised pixels: the most a
-# weighted sum of the pixel values can say about each label.
+# differences more than a few large ones. A spread of a few thousandths is
+# within the noise of the validation set. The choice reads the validation mAP
+# over all images, so it can differ from the best cell of this non-black
+# table.
 
 # %%
 logistic = make_pipeline(StandardScaler(), MultiOutputClassifier(LogisticRegression(C=0.01, max_iter=300)))
@@ -199,21 +194,30 @@ logistic_regression = study.fit_classical(logistic, name="logistic_regression",
 # %% [markdown]
 # ## Results
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Results table of the chapter's models
+
+# %% tags=["appendix"]
 models_04 = {**dense_runs, best_knn.model: best_knn, "logistic_regression": logistic_regression}
 dense_table = study.table(models_04.values())
 dense_table.drop(columns=["description", "key"]).round(3)
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Validation AP per label and model
+
+# %% tags=["appendix"]
 dense_figures = study.comparison_figures(models_04, prefix="04_fully_connected")
 dense_figures["per_class_ap"]
 
-# %%
-# Loss and PR-AUC per epoch of the two networks.
-dense_figures["learning_curves"]
+# %% [markdown] tags=["appendix"]
+# ### Precision-recall curves
 
-# %%
+# %% tags=["appendix"]
 dense_figures["precision_recall"]
+
+# %% [markdown]
+# Validation mAP on the non-black images and its distance above chance (as
+# in `01_data_analysis`):
 
 # %%
 # Where each model sits above chance (the labels' base rates), on the non-black validation images.
@@ -224,32 +228,30 @@ pd.DataFrame({name: {"val mAP (non-black)": record.metrics["val"]["non_black"]["
                      "above chance": record.metrics["val"]["non_black"]["map"] - chance}
               for name, record in models_04.items()}).T.round(3)
 
+# %%
+# Loss and PR-AUC per epoch of the two networks.
+dense_figures["learning_curves"]
+
 # %% [markdown]
-# How far above chance models without a notion of neighbourhood get says how
-# much of the labels can be read from fixed pixel positions and overall
-# intensity; how far they stay below the CNNs (`08_summary` compares the
-# families once every chapter has run) says how much depends on recognising a
-# pattern wherever it is. The regularised network
-# (3.b) only beats 3.a measurably if 3.a overfits: compare their learning
-# curves, where a validation loss rising while the training loss falls is
-# overfitting. k-NN and logistic regression need no epochs at all and give the
-# floor every network must clear to justify its cost.
+# How far above chance these models get says how much of the labels can be
+# read from fixed pixel positions and overall intensity; how far they stay
+# below the CNNs (`08_summary`) says how much depends on recognising a
+# pattern wherever it is. Regularisation (3.b) can only pay where 3.a
+# overfits: a validation loss rising while the training loss falls. k-NN and
+# logistic regression set the floor a network must clear to justify its cost.
 
 # %%
 # The best fully connected network by validation mAP (the hold-out never chooses).
 best_dense = study.best(dense_runs.values())
 
-# %% [markdown]
-# ## The noise floor: the same network, two more seeds
+# %% [markdown] tags=["appendix"]
+# ### Noise floor: the best network with two more seeds
 #
-# A bootstrap interval says how much a score depends on which validation
-# images were scored. A network also depends on its seed: the initial
-# weights, the order of the batches, dropout. The best fully connected network is trained
-# twice more with two other seeds, by the engine with the same settings; the
-# range of the three scores is the run-to-run noise that the comparisons of
-# this chapter, and of `08_summary`, are read against.
+# The best fully connected network trained twice more, with two other seeds
+# and the same settings; `08_summary` reads the comparisons against the range
+# of the three scores.
 
-# %%
+# %% tags=["appendix"]
 dense_builders = {"fc_3a": build_fc_3a, "fc_3b": build_fc_3b}
 seed_runs = [best_dense] + [
     study.train(dense_builders[best_dense.model], family="fully_connected_seed", seed=seed + k,
@@ -261,12 +263,12 @@ print(f"{best_dense.model}, non-black val mAP over 3 seeds: mean {seed_scores.me
       f"range {seed_scores.max() - seed_scores.min():.3f}")
 seed_scores.round(3)
 
-# %% [markdown]
-# ## What the best fully connected network gets right and wrong
+# %% [markdown] tags=["appendix"]
+# ### What the best fully connected network gets right and wrong
 
-# %%
+# %% tags=["appendix"]
 best_dense_figures = study.best_run_figures(best_dense, prefix="04_fully_connected_best")
 best_dense_figures["prediction_grid"]
 
-# %%
+# %% tags=["appendix"]
 best_dense_figures["confusion_matrices"]

@@ -1,29 +1,17 @@
 # %% [markdown]
 # # 05 — Hyperparameters
 #
-# How much do the training choices matter, once the architecture is fixed? The
-# source study tried a grid of them and asked that every approach be
-# documented, the failed ones too: **epochs** 5 or 10, **learning rate** 1e-3,
-# 1e-2 or 1e-1, **optimizer** Adam or SGD, **loss** binary or categorical
-# cross-entropy, **training metric** F1 or accuracy and **batch size** 32, 64
-# or 128: 144 cells. It also tuned the **dropout and kernel initializer** of a
-# dense network with scikit-learn's `GridSearchCV`, and we add the
-# **learning-rate schedules** (constant, exponential decay, warm-up then cosine
-# decay, ReduceLROnPlateau).
-#
-# The networks tuned here are not redefined: they are the best CNN, recurrent
-# and fully connected networks of notebooks 02-04, rebuilt from the Keras
-# configuration the results registry saved with each run. Every trial is an
-# ordinary run of the training engine, stored in the registry, so a second
-# execution trains nothing and a search spread over several machines
-# (`scripts/distributed_search.py`, see the README) is found here, not trained
-# again. keras-tuner hands the planned trials out.
-#
-# Every verdict on a setting is a paired bootstrap over the validation images
-# (`compare_runs`): a difference whose 95 % interval contains zero is reported
-# as no measurable difference. The configuration chosen on validation then
-# trains the chosen network on all the training images: the study's **final
-# model**, whose test-set predictions are the submission.
+# How much do the training choices matter once the architecture is fixed? The
+# source study's grid crosses **epochs** (5, 10), **learning rate** (1e-3,
+# 1e-2, 1e-1), **optimizer** (Adam, SGD), **loss** (binary or categorical
+# cross-entropy), **training metric** (F1, accuracy) and **batch size** (32,
+# 64, 128): 144 cells, the failed ones documented too. It also tuned a dense
+# network's **dropout and kernel initializer** with `GridSearchCV`; we add
+# **learning-rate schedules**. The networks tuned are the best of 02-04,
+# rebuilt from the registry, where every trial is stored too (nothing trains
+# twice). Verdicts are paired bootstraps (`01_data_analysis`). The chosen
+# configuration trains the **final model**, whose test-set predictions are
+# the submission. The grid tables are in the report's appendix.
 
 # %%
 # Setup. Locally (`make install`) the package is installed and this cell does nothing. On Kaggle or
@@ -56,6 +44,7 @@ seed = 42
 import keras
 import numpy as np
 import pandas as pd
+from IPython.display import display
 from keras import layers
 
 from contest_study import grid, plots
@@ -72,13 +61,13 @@ search_dir = study.context.cache_dir / "keras_tuner"  # keras-tuner's bookkeepin
 runner = TrialRunner(study)  # prints one line per trial it trains
 written = []  # the tables this notebook saves, listed at the end
 
-# %% [markdown]
-# ## The networks to tune
+# %% [markdown] tags=["appendix"]
+# ### The networks tuned
 #
 # The best network of each family in notebooks 02-04, by validation mAP (the
 # hold-out never chooses). Their architectures come back from the registry.
 
-# %%
+# %% tags=["appendix"]
 tuned = {}
 for family, notebook in (("cnn", "02_cnn"), ("rnn", "03_rnn"), ("fully_connected", "04_fully_connected")):
     runs = study.records(family=family)
@@ -90,14 +79,12 @@ pd.DataFrame([{"family": family, "network": record.model, "description": record.
               for family, record in tuned.items()]).round(3)
 
 # %% [markdown]
-# ## What this profile runs
+# ## The grid on the best CNN
 #
-# With a GPU (`full`), every one of the 144 cells trains on all the training
-# images. On a 2-core CPU (`default`) the grid crosses learning rate, optimizer
-# and loss at the shorter epoch count, on a seeded share of the training
-# images, and then changes one setting at a time around the best cell: the
-# epochs, the batch size, the training metric and the schedule. The printout
-# gives the numbers of this run.
+# All 144 cells on a GPU (`full`); on a 2-core CPU (`default`) learning rate ×
+# optimizer × loss on a seeded share of the images, the other settings then
+# changed one at a time around the best cell. Trials use a constant learning
+# rate and early stopping; chance as in `01_data_analysis`.
 
 # %%
 cnn = tuned["cnn"]
@@ -108,16 +95,14 @@ print(f"profile {settings.name}: {len(cnn_trials)} grid cells on {cnn.model}, ea
       f"epochs {settings.tuning_epochs}, learning rates {settings.tuning_learning_rates}, "
       f"all 144 cells: {settings.tuning_full_grid}")
 
-# %% [markdown]
-# ## The grid on the best CNN
+# %% [markdown] tags=["appendix"]
+# ### The CNN grid: trials trained and the spread of their scores
 #
-# Each trial trains with a constant learning rate (the schedules come later)
-# and early stopping on the validation loss. "Chance" is the mAP of a score
-# that ranks nothing, the mean positive rate of the labels on the non-black
-# validation images: a trial whose 95 % interval lies above it has learnt
-# something about the images.
+# One line per trial this execution trained (none when the registry already
+# held them), then the quantiles of the trials' non-black validation mAP and
+# how many lie above chance.
 
-# %%
+# %% tags=["appendix"]
 cnn_outcome = run_search(runner, cnn_trials, directory=search_dir, name="cnn_grid")
 cnn_table = trials_table(cnn_outcome)
 written.append(save_table(cnn_table, "05_cnn_grid", figures_dir))
@@ -126,43 +111,61 @@ spread = spread_table(cnn_table, chance)
 print(f"{len(cnn_outcome.failures)} trial(s) raised an error" + "".join(f"\n  {e}" for e in cnn_outcome.failures.values()))
 spread.round(3)
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### The CNN grid: every trial, best non-black validation mAP first
+
+# %% tags=["appendix"]
 # Every trial, best non-black validation mAP first.
 cnn_table.drop(columns=["key", "error"], errors="ignore").round(3)
 
 # %%
 # Is the grid informative? A grid whose trials all sit at chance cannot rank the settings.
 above = int(spread.loc[0, "above chance"])
+if spread.loc[0, "finished"]:
+    best_trial = best_row(cnn_table)
+    varied = [name for name in grid.CONFIG_COLUMNS if cnn_table[name].nunique() > 1]
+    print(f"{len(cnn_table)} cells, {int(spread.loc[0, 'finished'])} finished; non-black val mAP from "
+          f"{spread.loc[0, 'min']:.3f} to {spread.loc[0, 'max']:.3f}, median {spread.loc[0, 'q50']:.3f}, "
+          f"chance {chance:.3f}; best cell: " + ", ".join(f"{name} {best_trial[name]}" for name in varied))
 if above > len(cnn_table) / 2:
     print(f"{above} of {len(cnn_table)} trials score above chance: the grid ranks settings that all learn something.")
 else:
-    print(f"only {above} of {len(cnn_table)} trials score above chance: on this data and budget most settings "
-          "do not learn, and the ranking among them is noise.")
+    print(f"only {above} of {len(cnn_table)} trials score above chance: on this data and budget at least half the "
+          "settings do not learn, and the ranking among those is noise.")
 
 # %% [markdown]
-# The spread table gives the quantiles of the trials' non-black validation mAP
-# and how many lie above chance; the cell above says which case this run is.
-# When most trials learn, the grid compares real models; the ones left at
-# chance are the settings that break training, and the sections below say why.
+# The heatmap shows learning rate × optimizer with the sigmoid head and binary
+# cross-entropy (the softmax head's is in the appendix); the settings left at
+# chance are the ones that break training, as the sections below explain.
 
 # %%
-# Learning rate x optimizer, one heatmap per loss, on the cells at the grid's usual epochs, batch and metric.
+# Learning rate x optimizer, one heatmap per loss, on the cells at the grid's usual epochs, batch and metric:
+# binary cross-entropy here, the other losses in the next cell.
 usual = cnn_table[(cnn_table["epochs"] == min(settings.tuning_epochs)) & (cnn_table["batch_size"] == 64)
                   & (cnn_table["train_metric"] == "accuracy")]
+heatmaps = {}
 for loss, rows in usual.groupby("loss"):
-    figure = plots.heatmap(rows, "learning_rate", "optimizer", "val mAP (non-black)",
-                           title=f"{cnn.model}: non-black val mAP, {loss} ({grid.HEAD_FOR_LOSS[loss]} head)")
-    written.append(plots.save_figure(figure, f"05_cnn_heatmap_{loss}", figures_dir))
+    heatmaps[loss] = plots.heatmap(rows, "learning_rate", "optimizer", "val mAP (non-black)",
+                                   title=f"{cnn.model}: non-black val mAP, {loss} ({grid.HEAD_FOR_LOSS[loss]} head)")
+    written.append(figures_dir / f"05_cnn_heatmap_{loss}.png")
+study.save_figures(heatmaps, prefix="05_cnn_heatmap")  # saved and closed: each is shown once, where displayed
+heatmaps["binary_crossentropy"]
+
+# %% [markdown] tags=["appendix"]
+# ### The CNN grid: learning rate × optimizer with the other losses
+
+# %% tags=["appendix"]
+for loss, figure in heatmaps.items():
+    if loss != "binary_crossentropy":
+        display(figure)
 
 # %% [markdown]
 # ## Softmax with categorical cross-entropy: the documented failure
 #
-# A softmax makes the scores of an image sum to 1, so an image cannot be
-# confidently positive for two labels at once, and categorical cross-entropy,
-# −Σ y·log p, adds nothing for an image with no label at all. Here each label
-# is its own yes/no question. The cell measures how many
-# validation images carry several labels or none, and compares the best
-# softmax trial with the best sigmoid one.
+# A softmax makes an image's scores sum to 1 (no two confident labels at
+# once), and categorical cross-entropy, −Σ y·log p, adds nothing for an image
+# with no label: the softmax head should lose where labels co-occur or are
+# absent. The cell counts those images and compares the best trials.
 
 # %%
 val_labels = study.data.val.labels[~black_mask(study.data.val.images)]
@@ -183,21 +186,19 @@ if by_head["sigmoid"] and by_head["softmax"]:
         print("the softmax head is measurably better on these images")
 
 # %% [markdown]
-# Where the labels co-occur, the softmax head is expected to lose: it cannot
-# give two labels high scores together. The cell above says whether the
-# measured difference confirms it or lies within the noise of this
-# validation set; a dataset with almost no co-occurring labels would leave
-# little for the softmax head to get wrong.
-
-# %% [markdown]
 # ## One setting at a time around the best cell
 #
-# Each row changes one setting of the best cell (by non-black validation mAP)
-# and measures the change with a paired bootstrap over the validation
-# images: the learning rate, optimizer and loss from the grid itself, then
-# epochs, batch size, training metric and schedule as extra trials.
+# Each change of one setting of the best cell is measured against it (paired
+# bootstrap): learning rate, optimizer and loss from the grid itself, epochs,
+# batch size, training metric and schedule as extra trials.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### One setting at a time: trials trained and their effects
+#
+# One line per trial trained, the best cell, then every change with its
+# difference from the best cell and the 95 % paired-bootstrap interval.
+
+# %% tags=["appendix"]
 best_cell = grid.cell_of(best_row(cnn_table))
 variants = grid.one_setting_variants(best_cell, settings)
 variant_trials = grid.make_trials(cnn.key, variants.values(), settings)
@@ -237,26 +238,22 @@ for _, row in effects.iterrows():
         print(f"{row['change']}: {'better' if row['difference'] > 0 else 'worse'} by {abs(row['difference']):.3f}")
 
 # %% [markdown]
-# A change whose interval contains zero is not evidence of anything on these
-# images, however its point estimate falls. Two mechanisms are worth
-# checking against the measured rows. The training metric is only computed
-# and logged: the gradients come from the loss and the callbacks watch the
-# validation loss, so `train_metric f1` should show no measurable
-# difference; if it does, the two runs differ by floating-point noise of the
-# multi-threaded kernels amplified over the epochs. A learning rate too large
-# for the optimizer (Adam moves every weight by up to the rate at every step;
-# SGD with momentum 0.9 multiplies its gradient step up to tenfold) makes
-# training diverge or collapse to the base rates, which shows as a large,
-# measurable loss.
+# The training metric is only logged (gradients come from the loss), so
+# `train_metric f1` should make no measurable difference. A learning rate too
+# large for the optimizer (SGD's momentum 0.9 multiplies its step up to
+# tenfold) makes training diverge or collapse to the base rates.
 
 # %% [markdown]
 # ## A smaller grid for the recurrent and the fully connected network
 #
-# Learning rate x optimizer with the sigmoid head and binary cross-entropy,
-# at the grid's usual epochs, batch size and metric. The largest learning
-# rate of the CNN grid is left out: the CNN grid above shows what it does.
+# Learning rate × optimizer with the CNN grid's other settings (sigmoid head),
+# without its largest rate: the gap between the best and the worst setting
+# says how much these choices matter for each family on this data.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Recurrent and fully connected grids: every trial
+
+# %% tags=["appendix"]
 small_tables = {}
 for family in ("rnn", "fully_connected"):
     small_cells = grid.expand_grid({"learning_rate": settings.tuning_learning_rates[:2], "optimizer": ("adam", "sgd")},
@@ -276,22 +273,17 @@ for family, table in small_tables.items():
           f"best {table['val mAP (non-black)'].max():.3f}, worst {table['val mAP (non-black)'].min():.3f}")
 
 # %% [markdown]
-# The same reading as for the CNN: settings above chance learnt something; the
-# spread between the best and the worst says how much the learning rate and
-# optimizer matter for this family on this data.
-
-# %% [markdown]
 # ## Dropout and kernel initializer with scikit-learn
 #
-# A small dense network, written here: the image flattened, three hidden
-# layers of 128, 64 and 32 units, dropout after each, one sigmoid output per label.
-# Its dropout rate and kernel initializer are the two hyperparameters.
-# Keras' scikit-learn wrapper makes it an estimator; `GridSearchCV`
-# cross-validates every pair on the training images (k-fold, the labels being
-# multi-label) and scores each fold by the mean average precision of the
-# labels; the best pair is refit on all of them and scored like every run.
+# A small dense network, written here (hidden layers of 128, 64 and 32 units,
+# dropout after each), wrapped as a scikit-learn estimator: `GridSearchCV`
+# cross-validates every pair of dropout rate and kernel initializer on the
+# training images (mAP per fold) and refits the best pair.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Layer table of the GridSearchCV network
+
+# %% tags=["appendix"]
 def build_dense(input_shape, n_labels, *, dropout, kernel_initializer):
     """Flatten, three ReLU layers (128, 64, 32) each followed by dropout, sigmoid outputs."""
     inputs = keras.Input(shape=input_shape)
@@ -305,7 +297,10 @@ def build_dense(input_shape, n_labels, *, dropout, kernel_initializer):
 
 build_dense(study.input_shape, len(study.label_names), dropout=0.5, kernel_initializer="he_normal").summary()
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### GridSearchCV: the best pair, its refit, and the cross-validation results
+
+# %% tags=["appendix"]
 sklearn_record = sklearn_search(study, build_dense, dropouts=settings.sklearn_dropouts,
                                 initializers=settings.sklearn_initializers, folds=settings.sklearn_folds,
                                 epochs=settings.sklearn_epochs, train_fraction=settings.tuning_train_fraction)
@@ -336,22 +331,18 @@ if not others.empty:
           f"{top['mean CV mAP']:.3f} ± {top['std CV mAP']:.3f} over the folds")
 
 # %% [markdown]
-# With all-zero kernels the hidden units of a layer compute the same thing and
-# receive zero gradient through the zero weights after them: only the biases
-# learn, and every image gets the same scores, which is chance. The cell above
-# checks this against the folds. Between the other initializers and the
-# dropout rates, differences smaller than the spread of the folds are not
-# evidence for one choice.
+# All-zero kernels leave only the biases to learn (each unit gets zero
+# gradient through the zero weights after it): every image gets the same
+# scores, chance. Between the other pairs, differences smaller than the
+# spread of the folds are not evidence.
 
 # %% [markdown]
 # ## The final model
 #
-# The configuration with the best non-black validation mAP, over the grid and
-# the one-setting trials, trains the best CNN again on all the training
-# images. How long it trains follows the data: early stopping on the
-# profile's epoch cap, since the grid's epoch counts were measured on a share
-# of the images. Its registry family is `final`; its test-set predictions are
-# the ones `scripts/export_submission.py` writes.
+# The best configuration on validation, over the grid and the one-setting
+# trials, trains the best CNN on all the training images, early stopping
+# under the profile's epoch cap (the grid's epochs were measured on a share of
+# the images).
 
 # %%
 all_trials = pd.concat([cnn_table, variant_table], ignore_index=True)
@@ -382,11 +373,13 @@ for _, row in comparison.iterrows():
 comparison.round(3)
 
 # %% [markdown]
-# The verdict above is the honest answer to "did tuning help": the choice was
-# made on validation, so the hold-out row is the one that cannot flatter it. A
-# tuned configuration that is no measurably better than the untuned run means
-# the defaults of notebook 02 were already in the good region of the grid.
+# Validation chose the configuration, so the hold-out row is the honest
+# answer to "did tuning help"; no measurable gain means the defaults of 02
+# were already in the good region of the grid.
 
-# %%
+# %% [markdown] tags=["appendix"]
+# ### Files written by this notebook
+
+# %% tags=["appendix"]
 # The tables and figures this notebook wrote.
 print("\n".join(f"- {path.name}" for path in written))
