@@ -78,7 +78,9 @@ for split_name, split in labelled_splits.items():
     rows.append(row)
 if data.test is not None:
     rows.append({"split": "test (unlabelled)", "images": len(data.test)})
-pd.DataFrame(rows).set_index("split").round(3)
+# Counts stay integers; a dash where a split has no labels.
+split_table = pd.DataFrame(rows).set_index("split").convert_dtypes().round(3)
+split_table.astype(object).where(split_table.notna(), "–")
 
 # %% [markdown] tags=["appendix"]
 # ### Label balance per split

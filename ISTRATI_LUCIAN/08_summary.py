@@ -41,8 +41,8 @@ from sklearn.metrics import classification_report
 
 from contest_study import plots, transfer
 from contest_study.evaluation import compare_runs
-from contest_study.registry import best_per_family
-from contest_study.study import open_study, run_name
+from contest_study.registry import best_per_family, run_name
+from contest_study.study import open_study
 from contest_study.synthetic import CARD_NAME
 
 study = open_study(profile=profile, data_dir=data_dir, workdir=workdir, seed=seed)
@@ -492,7 +492,7 @@ if (study.data.data_dir / CARD_NAME).is_file():
 # - N. Srivastava et al. *Dropout: a simple way to prevent neural networks
 #   from overfitting.* JMLR 15, 2014.
 # - S. Ioffe, C. Szegedy. *Batch normalization: accelerating deep network
-#   training by reducing internal covariate shift.* ICML 2015 (1.c, 1.d, 3.b).
+#   training by reducing internal covariate shift.* ICML 2015 (1.c, 1.d, 1.e, 3.b).
 # - P. Vincent, H. Larochelle, Y. Bengio, P.-A. Manzagol. *Extracting and
 #   composing robust features with denoising autoencoders.* ICML 2008 (06,
 #   and the pretrained encoder of 07).

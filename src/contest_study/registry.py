@@ -512,6 +512,48 @@ def _val_map(record: RunRecord) -> float:
     return -math.inf if value is None else value
 
 
+# Grid trials share model names across settings; the final model is one per study, whatever its name.
+TRIAL_FAMILY = "tuning"
+FINAL_FAMILY = "final"
+
+
+def run_name(record: RunRecord) -> str:
+    """The model name plus what sets this run apart from the study's standard setting."""
+    hyperparams = record.hyperparams
+    variant = []
+    if hyperparams.get("black_images") == "kept":
+        variant.append("black images kept")
+    if hyperparams.get("input_channels", 1) != 1:
+        variant.append(f"{hyperparams['input_channels']} channels")
+    if "train_fraction" in hyperparams:
+        variant.append(f"{hyperparams['train_fraction']:.0%} of the training images")
+    if record.family.endswith("_seed"):
+        variant.append(f"seed {record.seed}")
+    return f"{record.model} ({', '.join(variant)})" if variant else record.model
+
+
+def latest_runs(records: Iterable[RunRecord]) -> list[RunRecord]:
+    """``records`` (in their order) without the runs that a newer run of the same name supersedes.
+
+    The registry keeps every run it finished. When a notebook's network, recipe or
+    settings change, the run trained again under the same name, family and seed is a
+    new entry, and the older one describes a notebook that no longer exists. Grid trials
+    are all kept; of the final model only the newest counts.
+    """
+    records = list(records)
+
+    def name(record: RunRecord) -> tuple:
+        return (record.family, record.data.get("seed"), "" if record.family == FINAL_FAMILY else run_name(record))
+
+    newest: dict[tuple, RunRecord] = {}
+    for record in records:
+        if record.family != TRIAL_FAMILY:
+            current = newest.get(name(record))
+            if current is None or record.data.get("created", "") >= current.data.get("created", ""):
+                newest[name(record)] = record
+    return [record for record in records if record.family == TRIAL_FAMILY or newest[name(record)] is record]
+
+
 def best_per_family(records: Iterable[RunRecord]) -> list[RunRecord]:
     """The run with the highest validation mAP of each family, best family first."""
     best: dict[str, RunRecord] = {}

@@ -269,9 +269,10 @@ tr { break-inside: avoid; }
 .title-page .author { font-size: 13pt; margin-top: 30pt; }
 .title-page .run { font-size: 9.5pt; color: #444; margin-top: 30pt; text-align: center; }
 nav.contents { break-after: page; }
-nav.contents ol { list-style: none; padding-left: 0; }
-nav.contents ol ol { padding-left: 14pt; font-size: 9.5pt; }
-nav.contents li { text-align: left; margin: 2pt 0; }
+nav.contents > ol { list-style: none; padding-left: 0; columns: 2; column-gap: 14pt; font-size: 9.5pt; }
+nav.contents ol ol { list-style: none; padding-left: 10pt; font-size: 8pt; }
+nav.contents li { text-align: left; margin: 1pt 0; break-inside: avoid; }
+nav.contents > ol > li { margin-top: 4pt; }
 nav.contents a { color: #111; text-decoration: none; }
 nav.contents .missing { font-size: 9.5pt; color: #8a1f11; }
 @media print { nav.contents a::after { content: leader('.') target-counter(attr(href), page); } }

@@ -26,9 +26,8 @@ from keras_tuner.engine.trial import TrialStatus
 from contest_study.config import get_profile
 from contest_study.data import black_mask
 from contest_study.grid import CONFIG_COLUMNS, TrialSpec
-from contest_study.registry import Registry, RunRecord
+from contest_study.registry import TRIAL_FAMILY, Registry, RunRecord
 
-TRIAL_FAMILY = "tuning"
 OBJECTIVE = "val_map"
 TRIAL_HYPERPARAMETER = "trial"
 FINISHED = (TrialStatus.COMPLETED, TrialStatus.FAILED)

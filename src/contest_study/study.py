@@ -17,7 +17,7 @@ import pandas as pd
 from contest_study import plots
 from contest_study.config import StudyContext, study_context
 from contest_study.data import ContestData, load_contest
-from contest_study.registry import Registry, RunRecord, best_per_family
+from contest_study.registry import Registry, RunRecord, best_per_family, latest_runs, run_name
 from contest_study.synthetic import ensure_dataset, load_oracle
 
 
@@ -95,15 +95,16 @@ class Study:
         """The registry's runs of this study: this data, this profile and (unless ``any_seed``) this seed.
 
         A registry shared by several studies (another contest folder, another profile) holds
-        runs that must not be compared with this one's.
+        runs that must not be compared with this one's; a run superseded by a newer one of the
+        same name (a notebook edited since) is left out too (:func:`~contest_study.registry.latest_runs`).
         """
-        return [
+        return latest_runs(
             record
             for record in self.registry.records(family=family)
             if record.data.get("data_fingerprint") == self.data.fingerprint
             and record.data.get("profile") == self.context.profile.name
             and (any_seed or record.data.get("seed") == self.context.seed)
-        ]
+        )
 
     def table(self, records) -> pd.DataFrame:
         """Comparison table of ``records`` (see :func:`comparison_table`)."""
@@ -190,21 +191,6 @@ class Study:
             force=force,
             profile=self.context.profile,
         )
-
-
-def run_name(record: RunRecord) -> str:
-    """The model name plus what sets this run apart from the study's standard setting."""
-    hyperparams = record.hyperparams
-    variant = []
-    if hyperparams.get("black_images") == "kept":
-        variant.append("black images kept")
-    if hyperparams.get("input_channels", 1) != 1:
-        variant.append(f"{hyperparams['input_channels']} channels")
-    if "train_fraction" in hyperparams:
-        variant.append(f"{hyperparams['train_fraction']:.0%} of the training images")
-    if record.family.endswith("_seed"):
-        variant.append(f"seed {record.seed}")
-    return f"{record.model} ({', '.join(variant)})" if variant else record.model
 
 
 def comparison_table(registry: Registry, records) -> pd.DataFrame:

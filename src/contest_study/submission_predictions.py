@@ -18,11 +18,10 @@ import numpy as np
 
 from contest_study.files import atomic_output
 from contest_study.metrics import binarize
-from contest_study.registry import Registry, RunRecord
+from contest_study.registry import FINAL_FAMILY, Registry, RunRecord, latest_runs
 
 DEFAULT_ID_COLUMN = "image_id"
 # The registry family of the study's final model (the chosen configuration, retrained by notebook 05).
-FINAL_FAMILY = "final"
 FROM_FINAL_MODEL = "the study's final model"
 FROM_BEST_RUN = "the run with the best validation mAP (no final model in the registry: notebook 05 trains it)"
 PROBABILITIES_SUFFIX = "_test_probabilities.csv"
@@ -232,6 +231,7 @@ def export_test_predictions(
     runs, _ = runs_of_this_study(
         Registry(registry_dir).records(), data_fingerprint=data.fingerprint, profile=profile, seed=seed
     )
+    runs = latest_runs(runs)
     record, source = submission_run(runs)
     expected = set(data.test.ids.astype(str).tolist())
     scored = set(np.asarray(record.predictions()["test_ids"]).astype(str).tolist())
