@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from contest_study.config import default_workdir
-from contest_study.registry import Registry
+from contest_study.registry import Registry, latest_runs
 from contest_study.study import comparison_table
 
 COLUMNS = {
@@ -44,7 +44,8 @@ def _cell(value) -> str:
 
 def markdown_table(workdir: Path, families: list[str] | None = None) -> str:
     registry = Registry(workdir / "runs")
-    records = [record for record in registry.records() if not families or record.family in families]
+    # Runs superseded by a newer run of the same name (a notebook edited since) are left out.
+    records = [record for record in latest_runs(registry.records()) if not families or record.family in families]
     if not records:
         raise SystemExit(f"no finished runs in {workdir / 'runs'}")
     table = comparison_table(registry, records)
