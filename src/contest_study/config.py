@@ -35,12 +35,13 @@ class Profile:
     # float16 activations with float32 weights: faster on a recent GPU, slower on a CPU.
     mixed_precision: bool = False
     # Notebooks 06-07: the denoising autoencoder pretrains on every non-black image (None) or a seeded
-    # cap of them, for at most autoencoder_max_epochs; pretrained and from-scratch encoders are compared
+    # cap of them, for at most autoencoder_max_epochs (a cap early stopping should reach first: an encoder
+    # cut short would make 07 judge pretraining by an unfinished start); pretrained and from-scratch encoders are compared
     # at each label budget (fractions of the labelled training images); MobileNetV2, the slowest network
     # on a CPU, trains on at most backbone_max_train_images for at most backbone_max_epochs, its input
     # resized to backbone_input_size (None: the 96x96 of the ImageNet weights).
     autoencoder_max_images: int | None = None
-    autoencoder_max_epochs: int = 8
+    autoencoder_max_epochs: int = 60
     label_budgets: tuple = (0.05, 0.2, 1.0)
     backbone_max_train_images: int | None = 500
     backbone_max_epochs: int = 5
