@@ -386,9 +386,13 @@ best_cnn_figures["confusion_matrices"]
 # a transformation and the network learnt what they describe, its mAP barely
 # moves; a measurable drop (paired bootstrap, as above) means the labels, or
 # the cues the network relies on, do not survive it. The check cannot tell
-# those two apart, so a candidate with a measurable drop is left out.
+# those two apart, so a candidate is left out when its drop is measurable and
+# larger than one mAP point: on a nearly perfect score the bootstrap finds
+# even a drop of a thousandth measurable, and the study resolves no model
+# difference that small.
 
 # %%
+largest_tolerated_drop = 0.01
 candidates = {
     "horizontal flip": layers.RandomFlip("horizontal", seed=seed),
     "vertical flip": layers.RandomFlip("vertical", seed=seed),
@@ -410,7 +414,7 @@ for name, transformation in candidates.items():
     effect = compare(plain_network.predict(transformed, verbose=0), as_they_are, val_labels)
     label_checks.append({"transformation": name, "mAP transformed": effect["map_a"],
                          "change": effect["difference"], "95% CI": "{:+.3f} .. {:+.3f}".format(*effect["interval"]),
-                         "kept": not (effect["measurable"] and effect["difference"] < 0)})
+                         "kept": not (effect["measurable"] and effect["difference"] < -largest_tolerated_drop)})
 label_checks = pd.DataFrame(label_checks).set_index("transformation")
 print(f"mAP on the images as they are: {mean_average_precision(val_labels, as_they_are):.3f}")
 label_checks.round(3)
